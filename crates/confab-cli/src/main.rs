@@ -1,0 +1,84 @@
+//! `confab`: the one command of the confab chat system.
+//!
+//! Thin on purpose: argument parsing (clap) and printing live here; everything
+//! else is a library call (`confab-token`, `confab-proto`, and the server and SDK
+//! as they land).
+
+mod token_cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// confab — a self-hosted in-app chat server (ZIM 1.x compatible), and its tools.
+///
+/// Start here: `confab token generate --help` makes a login token,
+/// `confab errors` lists every error code the server and SDKs return.
+#[derive(Debug, Parser)]
+#[command(
+    name = "confab",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Make and check ZEGO Token04 login tokens.
+    #[command(subcommand)]
+    Token(token_cmd::TokenCommand),
+    /// Print the table of error codes (ZIM 1.x numbers).
+    Errors {
+        /// Print a JSON array of {"code", "name", "message"} instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Token(cmd) => token_cmd::run(cmd),
+        Command::Errors { json } => print_errors(json).map(|()| ExitCode::SUCCESS),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("confab: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn print_errors(json: bool) -> anyhow::Result<()> {
+    use confab_proto::ErrorCode;
+    if json {
+        let rows: Vec<_> = ErrorCode::ALL
+            .iter()
+            .map(
+                |c| serde_json::json!({"code": c.code(), "name": c.name(), "message": c.message()}),
+            )
+            .collect();
+        println!("{}", serde_json::to_string(&rows)?);
+    } else {
+        println!("{:>8}  {:<22}  MESSAGE", "CODE", "NAME");
+        for c in ErrorCode::ALL {
+            println!("{:>8}  {:<22}  {}", c.code(), c.name(), c.message());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,4 @@
+//! Integration tests of confab-token: the shared Token04 vectors and properties.
+
+mod props;
+mod vectors;
