@@ -4,6 +4,7 @@
 //! else is a library call (`confab-token`, `confab-proto`, and the server and SDK
 //! as they land).
 
+mod serve_cmd;
 mod token_cmd;
 
 use std::process::ExitCode;
@@ -12,7 +13,8 @@ use clap::{Parser, Subcommand};
 
 /// confab — a self-hosted in-app chat server (ZIM 1.x compatible), and its tools.
 ///
-/// Start here: `confab token generate --help` makes a login token,
+/// Start here: `confab serve` runs a server with a development app,
+/// `confab token generate` makes a login token for it,
 /// `confab errors` lists every error code the server and SDKs return.
 #[derive(Debug, Parser)]
 #[command(
@@ -28,6 +30,13 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the chat server (WebSocket at ws://HOST:PORT/ws).
+    ///
+    /// With no arguments: listens on 127.0.0.1:8080, keeps data in ./confab-data
+    /// (SQLite), and creates a development app whose AppID and ServerSecret it prints.
+    /// Settings come from defaults, then --config FILE, then CONFAB_* variables,
+    /// then these flags.
+    Serve(serve_cmd::ServeArgs),
     /// Make and check ZEGO Token04 login tokens.
     #[command(subcommand)]
     Token(token_cmd::TokenCommand),
@@ -42,6 +51,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Serve(args) => serve_cmd::run(args).map(|()| ExitCode::SUCCESS),
         Command::Token(cmd) => token_cmd::run(cmd),
         Command::Errors { json } => print_errors(json).map(|()| ExitCode::SUCCESS),
     };

@@ -1,0 +1,223 @@
+//! The HTTP side of the one port: the WebSocket endpoint, health, readiness,
+//! metrics and log upload.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State, WebSocketUpgrade};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+
+use crate::logs;
+use crate::session;
+use crate::state::{Metrics, Shared};
+
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/ws", get(ws))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route(
+            "/v1/logs",
+            // The handler caps the body per app itself, answering in JSON.
+            post(logs::upload).layer(DefaultBodyLimit::disable()),
+        )
+        .with_state(shared)
+}
+
+/// Whether a browser page at `origin` may open a WebSocket to a server reached as
+/// `host`: the server's own origin, loopback origins, and the configured list.
+fn origin_allowed(origin: &str, host: Option<&str>, allowed: &[String]) -> bool {
+    if allowed
+        .iter()
+        .any(|a| a == "*" || a.eq_ignore_ascii_case(origin))
+    {
+        return true;
+    }
+    let Some(rest) = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    if host.is_some_and(|h| h.eq_ignore_ascii_case(rest)) {
+        return true;
+    }
+    let hostname = if let Some(v6) = rest.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        rest.split(':').next().unwrap_or("")
+    };
+    hostname.eq_ignore_ascii_case("localhost")
+        || hostname == "::1"
+        || hostname
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+async fn ws(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+        let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+        if !origin_allowed(origin, host, &shared.config.allowed_origins) {
+            return (
+                StatusCode::FORBIDDEN,
+                format!("origin {origin} is not allowed; add it to allowed_origins\n"),
+            )
+                .into_response();
+        }
+    }
+    let limits = &shared.config.limits;
+    let current = shared.metrics.connections.fetch_add(1, Ordering::Relaxed);
+    if current >= limits.max_connections {
+        shared.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("server full: {} connections\n", limits.max_connections),
+        )
+            .into_response();
+    }
+    Metrics::inc(&shared.metrics.connections_total);
+    let max = shared
+        .apps
+        .values()
+        .map(|a| a.limits.max_frame_bytes)
+        .chain([limits.max_frame_bytes])
+        .max()
+        .unwrap_or(limits.max_frame_bytes);
+    upgrade
+        .max_message_size(max)
+        .max_frame_size(max)
+        .read_buffer_size(4096)
+        .write_buffer_size(16 * 1024)
+        .on_failed_upgrade({
+            let shared = shared.clone();
+            move |_| {
+                shared.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+            }
+        })
+        .on_upgrade(move |socket| session::run(shared, socket))
+}
+
+async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+    if *shared.shutdown.borrow() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+    }
+    let store = shared.store.ping().await;
+    let broker = shared.broker.ping().await;
+    match (store, broker) {
+        (Ok(()), Ok(())) => (StatusCode::OK, "ready\n").into_response(),
+        (store, broker) => {
+            let mut text = String::from("not ready:");
+            if let Err(e) = store {
+                let _ = write!(text, " store: {e};");
+            }
+            if let Err(e) = broker {
+                let _ = write!(text, " broker: {e};");
+            }
+            text.push('\n');
+            (StatusCode::SERVICE_UNAVAILABLE, text).into_response()
+        }
+    }
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    let m = &shared.metrics;
+    let mut out = String::new();
+    let mut line = |name: &str, kind: &str, help: &str, value: u64| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    };
+    line(
+        "confab_connections",
+        "gauge",
+        "Open WebSocket connections.",
+        m.connections.load(Ordering::Relaxed) as u64,
+    );
+    line(
+        "confab_sessions",
+        "gauge",
+        "Logged-in sessions on this node.",
+        shared.hub.len() as u64,
+    );
+    for (name, help, counter) in [
+        (
+            "confab_connections_total",
+            "WebSocket connections accepted.",
+            &m.connections_total,
+        ),
+        ("confab_logins_total", "Successful logins.", &m.logins_total),
+        (
+            "confab_login_failures_total",
+            "Failed logins.",
+            &m.login_failures_total,
+        ),
+        (
+            "confab_messages_stored_total",
+            "Messages stored.",
+            &m.messages_stored_total,
+        ),
+        (
+            "confab_messages_live_total",
+            "Unstored messages published.",
+            &m.messages_live_total,
+        ),
+        (
+            "confab_rate_limited_total",
+            "Requests refused by rate limits.",
+            &m.rate_limited_total,
+        ),
+        (
+            "confab_slow_disconnects_total",
+            "Connections closed as slow consumers.",
+            &m.slow_disconnects_total,
+        ),
+    ] {
+        line(name, "counter", help, counter.load(Ordering::Relaxed));
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::origin_allowed;
+
+    #[test]
+    fn origins() {
+        let none: Vec<String> = vec![];
+        assert!(origin_allowed("http://localhost:3000", None, &none));
+        assert!(origin_allowed("http://127.0.0.1:8080", None, &none));
+        assert!(origin_allowed("http://[::1]:8080", None, &none));
+        assert!(origin_allowed(
+            "https://chat.example.com",
+            Some("chat.example.com"),
+            &none
+        ));
+        assert!(!origin_allowed(
+            "https://evil.example",
+            Some("chat.example.com"),
+            &none
+        ));
+        assert!(!origin_allowed("null", None, &none));
+        assert!(!origin_allowed(
+            "http://localhost.evil.example",
+            None,
+            &none
+        ));
+        assert!(origin_allowed(
+            "https://app.example",
+            None,
+            &["https://app.example".into()]
+        ));
+        assert!(origin_allowed("https://any.example", None, &["*".into()]));
+    }
+}

@@ -1,0 +1,266 @@
+//! The confab server as a library.
+//!
+//! [`Server::prepare`] opens the backends and resolves the apps (creating the
+//! development app on first start when none is configured); [`Server::run`] serves
+//! HTTP and WebSocket on a listener until the shutdown future completes, then
+//! tells clients to reconnect, drains, and closes the store. [`run`] does both.
+//! No globals: a test starts a server on `127.0.0.1:0` with its own data directory.
+
+mod backends;
+pub mod clock;
+pub mod config;
+mod http;
+mod hub;
+mod logs;
+mod outbox;
+mod session;
+mod state;
+mod validate;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use confab_store::{AppRecord, Store};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use backends::{local_broker, open_store};
+pub use clock::{Clock, SystemClock};
+pub use config::{AppConfig, Config, ConfigError, Limits};
+
+use crate::config::ResolvedApp;
+use crate::hub::Hub;
+use crate::state::Shared;
+
+/// Name under which the development app is kept in the store.
+const DEV_APP_NAME: &str = "development app";
+
+/// Replacements for the configured backends and clock, for tests and embedders.
+#[derive(Default)]
+pub struct Options {
+    /// Use this store instead of opening the configured one.
+    pub store: Option<Arc<dyn Store>>,
+    /// Build the node's broker with this instead of the configured one (for example
+    /// a node on a shared in-process bus, to test several nodes in one process).
+    pub broker: Option<confab_broker::BrokerFactory>,
+    /// Use this clock instead of the system clock.
+    pub clock: Option<Arc<dyn Clock>>,
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("store", &self.store.is_some())
+            .field("broker", &self.broker.is_some())
+            .field("clock", &self.clock)
+            .finish()
+    }
+}
+
+/// The development app, when the server made or reused one.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DevApp {
+    /// Its AppID.
+    pub app_id: u32,
+    /// Its ServerSecret (shown to the operator once at start-up; never logged).
+    pub secret: String,
+}
+
+impl std::fmt::Debug for DevApp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DevApp")
+            .field("app_id", &self.app_id)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+/// A server ready to run.
+pub struct Server {
+    shared: Arc<Shared>,
+    shutdown_tx: watch::Sender<bool>,
+    dev_app: Option<DevApp>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("apps", &self.app_ids())
+            .field("dev_app", &self.dev_app)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Opens the backends and resolves the apps.
+    ///
+    /// # Errors
+    /// When the configuration is invalid or a backend cannot be opened.
+    pub async fn prepare(config: Config, options: Options) -> anyhow::Result<Server> {
+        config.validate()?;
+        let store = match options.store {
+            Some(store) => store,
+            None => open_store(&config)?,
+        };
+        let clock = options.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let (apps, dev_app) = if config.apps.is_empty() {
+            let dev = dev_app(store.as_ref(), clock.as_ref()).await?;
+            let app = ResolvedApp {
+                id: dev.app_id,
+                secret: confab_token::Secret::new(&dev.secret)
+                    .context("the stored development app has an invalid secret")?,
+                name: DEV_APP_NAME.into(),
+                limits: config.limits.clone(),
+            };
+            (vec![app], Some(dev))
+        } else {
+            (config.resolved_apps()?, None)
+        };
+        let hub = Arc::new(Hub::default());
+        let broker = match options.broker {
+            Some(make) => make(hub.clone())
+                .await
+                .context("cannot connect the broker")?,
+            None => local_broker(hub.clone()),
+        };
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let shared = Arc::new(Shared::new(
+            config,
+            apps,
+            store,
+            broker,
+            hub,
+            clock,
+            shutdown_rx,
+        ));
+        Ok(Server {
+            shared,
+            shutdown_tx,
+            dev_app,
+        })
+    }
+
+    /// The development app, if no apps were configured.
+    #[must_use]
+    pub fn dev_app(&self) -> Option<&DevApp> {
+        self.dev_app.as_ref()
+    }
+
+    /// The AppIDs served, ascending.
+    #[must_use]
+    pub fn app_ids(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> = self.shared.apps.keys().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Serves on `listener` until `shutdown` completes; then stops accepting, tells
+    /// every client to reconnect (`disconnect` reason `serverShutdown`), waits up to
+    /// five seconds for sessions to end, and closes the store.
+    ///
+    /// # Errors
+    /// When serving fails.
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Server {
+            shared,
+            shutdown_tx,
+            ..
+        } = self;
+        let retention = spawn_retention(shared.clone());
+        let app = http::router(shared.clone());
+        let tx = shutdown_tx.clone();
+        let result = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                let _ = tx.send(true);
+            })
+            .await;
+        let _ = shutdown_tx.send(true);
+        retention.abort();
+        // Sessions saw the signal; give them time to say goodbye.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while shared.metrics.connections.load(Ordering::Relaxed) > 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tracing::info!("server stopped");
+        result.context("serving HTTP failed")
+    }
+}
+
+/// Serves `config` on `listener` until `shutdown` completes.
+///
+/// # Errors
+/// As [`Server::prepare`] and [`Server::run`].
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    Server::prepare(config, Options::default())
+        .await?
+        .run(listener, shutdown)
+        .await
+}
+
+/// The stored development app, or a new one (random AppID and secret), stored.
+async fn dev_app(store: &dyn Store, clock: &dyn Clock) -> anyhow::Result<DevApp> {
+    let apps = store
+        .list_apps()
+        .await
+        .context("cannot read apps from the store")?;
+    if let Some(app) = apps.into_iter().find(|a| a.name == DEV_APP_NAME) {
+        return Ok(DevApp {
+            app_id: app.app_id,
+            secret: app.secret,
+        });
+    }
+    use rand::Rng as _;
+    use rand::distributions::Alphanumeric;
+    let mut rng = rand::thread_rng();
+    let app_id = rng.gen_range(1_000_000_000..=4_000_000_000u32);
+    let secret: String = (&mut rng)
+        .sample_iter(&Alphanumeric)
+        .take(confab_token::SECRET_LEN)
+        .map(char::from)
+        .collect::<String>()
+        .to_ascii_lowercase();
+    store
+        .put_app(&AppRecord {
+            app_id,
+            secret: secret.clone(),
+            name: DEV_APP_NAME.into(),
+            created_ms: clock.now_ms(),
+        })
+        .await
+        .context("cannot store the development app")?;
+    Ok(DevApp { app_id, secret })
+}
+
+fn spawn_retention(shared: Arc<Shared>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let secs = shared.config.retention_secs;
+        if secs == 0 {
+            return;
+        }
+        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            tick.tick().await;
+            let retention_ms = i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+            let cutoff = shared.clock.now_ms().saturating_sub(retention_ms);
+            match shared.store.purge_before(cutoff).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(removed = n, "retention removed old messages"),
+                Err(e) => tracing::warn!(error = %e, "retention failed"),
+            }
+        }
+    })
+}

@@ -1,0 +1,197 @@
+//! A connection's outbound queue: bounded in frames and bytes, drained by one
+//! writer task that batches frames into as few socket flushes as it can.
+//!
+//! Invariant: nothing grows without bound. When the queue is full the producer
+//! learns it ([`Slow`]) and disconnects the client as a slow consumer; unstored
+//! pushes are shed earlier, by priority (Barrage, then Low, then Medium), so a
+//! struggling receiver loses decoration before it loses the connection.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use confab_proto::frame::Priority;
+use futures_util::SinkExt;
+use futures_util::stream::SplitSink;
+use tokio::sync::{mpsc, watch};
+
+/// What a frame is, for shedding under load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Class {
+    /// A reply to a request, or a control push: never shed.
+    Reply,
+    /// A stored message: never shed; if it cannot be queued the client is slow.
+    Stored,
+    /// A live push of an unstored type.
+    Live(Priority),
+}
+
+/// An item for the writer task.
+#[derive(Debug)]
+pub(crate) enum Out {
+    Text(Utf8Bytes),
+    Ping,
+    /// Send a close frame, then stop.
+    Close(u16, String),
+}
+
+/// The queue is over its bounds: disconnect the client as slow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Slow;
+
+/// The producing side of a connection's outbound queue. Cheap to clone.
+#[derive(Debug, Clone)]
+pub(crate) struct Outbox {
+    tx: mpsc::Sender<Out>,
+    /// Bytes of text frames queued and not yet written.
+    bytes: Arc<AtomicUsize>,
+    max_frames: usize,
+    max_bytes: usize,
+    /// Tells the writer to skip the queue and close.
+    abort: Arc<watch::Sender<Option<(u16, String)>>>,
+}
+
+/// Starts the writer task for `sink` and returns the queue feeding it.
+pub(crate) fn spawn_writer(
+    sink: SplitSink<WebSocket, Message>,
+    max_frames: usize,
+    max_bytes: usize,
+) -> (Outbox, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(max_frames);
+    let bytes = Arc::new(AtomicUsize::new(0));
+    let (abort, abort_rx) = watch::channel(None);
+    let handle = tokio::spawn(writer(sink, rx, bytes.clone(), abort_rx));
+    (
+        Outbox {
+            tx,
+            bytes,
+            max_frames,
+            max_bytes,
+            abort: Arc::new(abort),
+        },
+        handle,
+    )
+}
+
+impl Outbox {
+    /// Percent of the queue in use (the larger of frames and bytes).
+    fn fill_percent(&self) -> usize {
+        let frames = self.max_frames - self.tx.capacity();
+        let bytes = self.bytes.load(Ordering::Relaxed);
+        (frames * 100 / self.max_frames).max(bytes.saturating_mul(100) / self.max_bytes)
+    }
+
+    /// Queues a text frame. `Ok(false)` means it was shed by priority (only for
+    /// unstored classes); `Err(Slow)` means the queue is full.
+    pub(crate) fn push(&self, text: Utf8Bytes, class: Class) -> Result<bool, Slow> {
+        let shed_at = match class {
+            Class::Live(Priority::Low) => Some(50),
+            Class::Live(Priority::Medium) => Some(75),
+            Class::Live(Priority::High) | Class::Reply | Class::Stored => None,
+        };
+        if let Some(limit) = shed_at {
+            if self.fill_percent() >= limit {
+                return Ok(false);
+            }
+        }
+        let len = text.len();
+        if self.bytes.load(Ordering::Relaxed) + len > self.max_bytes {
+            return Err(Slow);
+        }
+        self.bytes.fetch_add(len, Ordering::Relaxed);
+        match self.tx.try_send(Out::Text(text)) {
+            Ok(()) => Ok(true),
+            Err(_) => {
+                self.bytes.fetch_sub(len, Ordering::Relaxed);
+                Err(Slow)
+            }
+        }
+    }
+
+    /// Queues a ping; skipped when the queue is full (the queue itself then
+    /// proves the peer is not reading).
+    pub(crate) fn ping(&self) {
+        let _ = self.tx.try_send(Out::Ping);
+    }
+
+    /// Queues a close frame after whatever is queued, waiting briefly for room.
+    pub(crate) async fn close(&self, code: u16, reason: String) {
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            self.tx.send(Out::Close(code, reason)),
+        )
+        .await;
+    }
+
+    /// Makes the writer drop whatever is queued and send a close frame now (for a
+    /// client that is not reading: its queue will never drain).
+    pub(crate) fn abort(&self, code: u16, reason: String) {
+        let _ = self.abort.send(Some((code, reason)));
+    }
+}
+
+async fn writer(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut rx: mpsc::Receiver<Out>,
+    bytes: Arc<AtomicUsize>,
+    mut abort: watch::Receiver<Option<(u16, String)>>,
+) {
+    let close = |code, reason: String| {
+        Message::Close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        }))
+    };
+    let written = async {
+        'outer: while let Some(first) = rx.recv().await {
+            let mut next = Some(first);
+            while let Some(item) = next.take() {
+                let msg = match item {
+                    Out::Text(text) => {
+                        bytes.fetch_sub(text.len(), Ordering::Relaxed);
+                        Message::Text(text)
+                    }
+                    Out::Ping => Message::Ping(bytes::Bytes::new()),
+                    Out::Close(code, reason) => {
+                        let _ = sink.send(close(code, reason)).await;
+                        return true;
+                    }
+                };
+                if sink.feed(msg).await.is_err() {
+                    break 'outer;
+                }
+                next = rx.try_recv().ok();
+            }
+            if sink.flush().await.is_err() {
+                break;
+            }
+        }
+        false
+    };
+    let aborted = async {
+        loop {
+            if let Some((code, reason)) = abort.borrow_and_update().clone() {
+                return (code, reason);
+            }
+            if abort.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    let closed = tokio::select! {
+        closed = written => closed,
+        (code, reason) = aborted => {
+            // The peer is not reading; give the close frame a moment, no more.
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_secs(1),
+                sink.send(close(code, reason)),
+            )
+            .await;
+            true
+        }
+    };
+    if !closed {
+        let _ = sink.close().await;
+    }
+    rx.close();
+}

@@ -1,0 +1,785 @@
+//! One WebSocket connection, from upgrade to close: login, the token's lifetime,
+//! heartbeats, requests, and delivery of what the hub hands it.
+//!
+//! A session is one task that owns the read half of the socket and a [`Outbox`]
+//! feeding the writer task. Requests are handled in order; a durable send holds
+//! the session until the store has committed it, which is what makes the reply an
+//! acknowledgement.
+//!
+//! Invariant: a session delivers stored peer messages to its client in inbox order,
+//! each once: live publications below the delivered position are skipped, and a
+//! publication beyond the next position makes the session fill the gap from the
+//! store first.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
+use bytes::Bytes;
+use confab_proto::ErrorCode;
+use confab_proto::frame::{
+    AckInboxRequest, ConversationType, Disconnect, DisconnectReason, Empty, LoginReply,
+    LoginRequest, Message as WireMessage, MessageType, Push, ReceivePeerMessage, RenewTokenReply,
+    RenewTokenRequest, Reply, Request, RequestFrame, SendMessageReply, SendPeerMessageRequest,
+    SyncComplete, SyncGap, TokenWillExpire, encode_push,
+};
+use confab_store::{NewPeerMessage, StoredPeerMessage};
+use futures_util::StreamExt;
+use futures_util::stream::SplitStream;
+use tokio::sync::{mpsc, watch};
+use tokio::time::{Instant, sleep_until};
+
+use crate::hub::{Envelope, SessionLink, user_topic};
+use crate::outbox::{self, Class, Outbox, Slow};
+use crate::state::{App, Metrics, Shared};
+use crate::validate;
+
+/// Messages fetched from the store per page during catch-up.
+const CATCH_UP_PAGE: usize = 256;
+/// Unstored sends remembered per session for idempotent retries.
+const LIVE_DEDUP: usize = 256;
+
+/// Why a session ends, when the server ends it.
+type Ending = Option<(DisconnectReason, String)>;
+
+struct LoggedIn {
+    app: Arc<App>,
+    user_id: String,
+    topic: String,
+    /// Expiry of the current token, Unix seconds.
+    token_expire: i64,
+    /// Whether `tokenWillExpire` was pushed for the current token.
+    warned: bool,
+    /// The highest inbox position delivered to the client.
+    delivered: u64,
+}
+
+/// Runs a connection to its end.
+pub(crate) async fn run(shared: Arc<Shared>, socket: WebSocket) {
+    let limits = &shared.config.limits;
+    let (sink, stream) = socket.split();
+    let (outbox, writer) = outbox::spawn_writer(
+        sink,
+        limits.outbound_queue_frames,
+        limits.outbound_queue_bytes,
+    );
+    let (events_tx, events_rx) = mpsc::channel(limits.outbound_queue_frames);
+    let (kill_tx, kill_rx) = watch::channel(None);
+    let mut session = Session {
+        id: shared.next_session_id(),
+        shared,
+        outbox,
+        login: None,
+        events_tx,
+        events_rx,
+        kill_tx,
+        kill_rx,
+        live_sent: VecDeque::new(),
+    };
+    let mut stream = stream;
+    let ending = session.serve(&mut stream).await;
+    let server_closed = ending.is_some();
+    session.finish(ending).await;
+    drop(session);
+    let _ = writer.await;
+    if server_closed {
+        // Complete the closing handshake: read until the client's close frame (or a
+        // short timeout), so the socket is not reset under data the client has not
+        // read yet, such as the `disconnect` push that says why.
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Some(Ok(msg)) = stream.next().await {
+                if matches!(msg, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+}
+
+struct Session {
+    id: u64,
+    shared: Arc<Shared>,
+    outbox: Outbox,
+    login: Option<LoggedIn>,
+    events_tx: mpsc::Sender<Envelope>,
+    events_rx: mpsc::Receiver<Envelope>,
+    kill_tx: watch::Sender<Option<DisconnectReason>>,
+    kill_rx: watch::Receiver<Option<DisconnectReason>>,
+    /// Recent unstored sends: (localMessageID, reply), for idempotent retries.
+    live_sent: VecDeque<(u64, SendMessageReply)>,
+}
+
+fn slow() -> Ending {
+    Some((
+        DisconnectReason::SlowConsumer,
+        "the connection could not keep up with its messages; reconnect to catch up".into(),
+    ))
+}
+
+impl Session {
+    fn limits(&self) -> &crate::config::Limits {
+        self.login
+            .as_ref()
+            .map_or(&self.shared.config.limits, |l| &l.app.limits)
+    }
+
+    /// When the current token should be warned about and when it expires.
+    fn token_deadlines(&self) -> Option<(Instant, Instant)> {
+        let login = self.login.as_ref()?;
+        let now_ms = self.shared.clock.now_ms();
+        let until = |unix_ms: i64| {
+            Instant::now() + Duration::from_millis(u64::try_from(unix_ms - now_ms).unwrap_or(0))
+        };
+        let expire_ms = login.token_expire.saturating_mul(1000);
+        let warn_ms =
+            expire_ms - i64::try_from(self.limits().token_warning_secs * 1000).unwrap_or(0);
+        Some((until(warn_ms), until(expire_ms)))
+    }
+
+    async fn serve(&mut self, stream: &mut SplitStream<WebSocket>) -> Ending {
+        let limits = self.shared.config.limits.clone();
+        let login_deadline = Instant::now() + Duration::from_secs(limits.login_timeout_secs);
+        let idle_timeout = Duration::from_secs(limits.idle_timeout_secs);
+        let idle = tokio::time::sleep(idle_timeout);
+        tokio::pin!(idle);
+        let ping_every = Duration::from_secs(limits.ping_interval_secs);
+        let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
+        let mut shutdown = self.shared.shutdown.clone();
+        if *shutdown.borrow() {
+            return Some((
+                DisconnectReason::ServerShutdown,
+                "the server is shutting down".into(),
+            ));
+        }
+        loop {
+            let logged_in = self.login.is_some();
+            let (warn_at, expire_at) = self
+                .token_deadlines()
+                .unwrap_or((login_deadline, login_deadline));
+            let warned = self.login.as_ref().is_some_and(|l| l.warned);
+            tokio::select! {
+                biased;
+                changed = self.kill_rx.changed() => {
+                    if changed.is_err() {
+                        continue;
+                    }
+                    if let Some(reason) = *self.kill_rx.borrow() {
+                        if reason == DisconnectReason::SlowConsumer {
+                            return slow();
+                        }
+                        return Some((reason, "disconnected by the server".into()));
+                    }
+                }
+                _ = shutdown.changed() => {
+                    return Some((DisconnectReason::ServerShutdown, "the server is shutting down; reconnect".into()));
+                }
+                msg = stream.next() => {
+                    idle.as_mut().reset(Instant::now() + idle_timeout);
+                    match msg {
+                        None | Some(Ok(Message::Close(_))) => return None,
+                        Some(Err(e)) => {
+                            let text = e.to_string();
+                            if text.contains("too long") || text.contains("Space limit") {
+                                return Some((DisconnectReason::FrameTooLarge, format!(
+                                    "a frame exceeded the limit of {} bytes", limits.max_frame_bytes
+                                )));
+                            }
+                            tracing::debug!(session = self.id, error = %text, "read failed");
+                            return None;
+                        }
+                        Some(Ok(Message::Text(text))) => {
+                            if let Some(end) = self.handle_text(text.as_str()).await {
+                                return Some(end);
+                            }
+                        }
+                        Some(Ok(Message::Binary(_))) => {
+                            return Some((DisconnectReason::ProtocolError,
+                                "binary frames are not part of the protocol; send JSON text frames".into()));
+                        }
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                    }
+                }
+                Some(envelope) = self.events_rx.recv(), if logged_in => {
+                    if let Some(end) = self.on_envelope(envelope).await {
+                        return Some(end);
+                    }
+                }
+                _ = ping.tick() => self.outbox.ping(),
+                () = &mut idle => {
+                    return Some((DisconnectReason::HeartbeatTimeout, format!(
+                        "nothing heard from the client for {} s", limits.idle_timeout_secs
+                    )));
+                }
+                () = sleep_until(login_deadline), if !logged_in => {
+                    return Some((DisconnectReason::LoginTimeout, format!(
+                        "no login within {} s of connecting", limits.login_timeout_secs
+                    )));
+                }
+                () = sleep_until(warn_at), if logged_in && !warned => {
+                    let left = self.login.as_ref().map_or(0, |l| l.token_expire - self.shared.clock.now_secs());
+                    let push = Push::TokenWillExpire(TokenWillExpire { second: u64::try_from(left).unwrap_or(0) });
+                    if self.push(&push, Class::Reply).is_err() {
+                        return slow();
+                    }
+                    if let Some(l) = self.login.as_mut() {
+                        l.warned = true;
+                    }
+                }
+                () = sleep_until(expire_at), if logged_in => {
+                    return Some((DisconnectReason::TokenExpired, "the token expired; log in again with a new token".into()));
+                }
+            }
+        }
+    }
+
+    /// Pushes a frame; `Err` means the client is too slow.
+    fn push(&self, push: &Push, class: Class) -> Result<bool, Slow> {
+        self.outbox.push(Utf8Bytes::from(encode_push(push)), class)
+    }
+
+    fn reply(&self, reply: &Reply) -> Ending {
+        match self
+            .outbox
+            .push(Utf8Bytes::from(reply.encode()), Class::Reply)
+        {
+            Ok(_) => None,
+            Err(Slow) => slow(),
+        }
+    }
+
+    fn error(&self, id: u64, code: ErrorCode, message: impl Into<String>) -> Ending {
+        self.reply(&Reply::error(id, code, message))
+    }
+
+    async fn handle_text(&mut self, text: &str) -> Ending {
+        let frame = match RequestFrame::decode(text) {
+            Ok(frame) => frame,
+            Err(e) => {
+                return self.error(e.id.unwrap_or(0), ErrorCode::ParamInvalid, e.to_string());
+            }
+        };
+        let id = frame.id;
+        match (self.login.is_some(), frame.request) {
+            (false, Request::Login(req)) => self.login(id, req).await,
+            (false, other) => self.error(
+                id,
+                ErrorCode::NotLoggedIn,
+                format!("{} needs a login: send login first", other.name()),
+            ),
+            (true, Request::Login(_)) => self.error(
+                id,
+                ErrorCode::AlreadyLoggedIn,
+                "this connection is already logged in",
+            ),
+            (true, Request::Logout(_)) => {
+                let end = self.reply(&Reply::ok(id, &Empty {}));
+                end.or_else(|| Some((DisconnectReason::Logout, "logged out".into())))
+            }
+            (true, Request::Ping(_)) => self.reply(&Reply::ok(id, &Empty {})),
+            (true, Request::RenewToken(req)) => self.renew(id, &req),
+            (true, Request::SendPeerMessage(req)) => self.send_peer(id, req).await,
+            (true, Request::AckInbox(req)) => self.ack(id, req).await,
+            (true, other) => self.error(
+                id,
+                ErrorCode::ParamInvalid,
+                format!("op {} is not handled by this server", other.name()),
+            ),
+        }
+    }
+
+    async fn login(&mut self, id: u64, req: LoginRequest) -> Ending {
+        let shared = self.shared.clone();
+        let fail = |code: ErrorCode, message: String| {
+            Metrics::inc(&shared.metrics.login_failures_total);
+            Reply::error(id, code, message)
+        };
+        let Some(app) = shared.apps.get(&req.app_id).cloned() else {
+            return self.reply(&fail(
+                ErrorCode::InvalidAppId,
+                format!("appID {} is not configured on this server", req.app_id),
+            ));
+        };
+        let now = shared.clock.now_secs();
+        let claims = match confab_token::verify(&req.token, &app.secret, app.id, &req.user_id, now)
+        {
+            Ok(claims) => claims,
+            Err(e) => return self.reply(&fail(e.code(), format!("token: {e}"))),
+        };
+        if let Err(msg) = validate::user_id("userID", &req.user_id)
+            .and_then(|()| validate::name("userName", &req.user_name))
+        {
+            return self.reply(&fail(ErrorCode::ParamInvalid, msg));
+        }
+        let internal = |what: &str, e: &dyn std::fmt::Display| {
+            tracing::error!(app = app.id, error = %e, "login failed: {what}");
+            fail(
+                ErrorCode::LoginInternalError,
+                format!("login failed: {what}"),
+            )
+        };
+        let store = &shared.store;
+        if let Err(e) = store
+            .touch_user(app.id, &req.user_id, &req.user_name, shared.clock.now_ms())
+            .await
+        {
+            return self.reply(&internal("the store is unavailable", &e));
+        }
+        // Resume position: the client's word (which also acknowledges), else the
+        // last acknowledged one; never beyond the inbox's head.
+        let claimed = match req.last_inbox_seq {
+            Some(seq) => seq,
+            None => match store.inbox_acked(app.id, &req.user_id).await {
+                Ok(seq) => seq,
+                Err(e) => return self.reply(&internal("the store is unavailable", &e)),
+            },
+        };
+        let head = match store.inbox_after(app.id, &req.user_id, 0, 0).await {
+            Ok(page) => page.head,
+            Err(e) => return self.reply(&internal("the store is unavailable", &e)),
+        };
+        let cursor = claimed.min(head);
+        if req.last_inbox_seq.is_some() {
+            if let Err(e) = store.ack_inbox(app.id, &req.user_id, cursor).await {
+                return self.reply(&internal("the store is unavailable", &e));
+            }
+        }
+        let first = match store
+            .inbox_after(app.id, &req.user_id, cursor, CATCH_UP_PAGE)
+            .await
+        {
+            Ok(page) => page,
+            Err(e) => return self.reply(&internal("the store is unavailable", &e)),
+        };
+
+        // Become the user's one session: register, listen, and kick the others.
+        let topic = user_topic(app.id, &req.user_id);
+        shared.hub.insert(
+            app.id,
+            &req.user_id,
+            SessionLink {
+                id: self.id,
+                events: self.events_tx.clone(),
+                kill: self.kill_tx.clone(),
+            },
+        );
+        if let Err(e) = shared.broker.subscribe(&topic).await {
+            shared.hub.remove(app.id, &req.user_id, self.id);
+            return self.reply(&internal("the broker is unavailable", &e));
+        }
+        let kick = Envelope::Kick {
+            session_id: self.id,
+        };
+        if let Err(e) = shared.broker.publish(&topic, kick.encode()).await {
+            tracing::warn!(error = %e, "could not publish the kick of older sessions");
+        }
+        Metrics::inc(&shared.metrics.logins_total);
+
+        let head = first.head;
+        let reply = LoginReply {
+            user_id: req.user_id.clone(),
+            server_time: shared.clock.now_ms(),
+            token_expire: claims.expire,
+            inbox_seq: head,
+            heartbeat_interval_ms: shared.config.limits.ping_interval_secs * 1000,
+        };
+        self.login = Some(LoggedIn {
+            app,
+            user_id: req.user_id,
+            topic,
+            token_expire: claims.expire,
+            warned: false,
+            delivered: cursor.min(head),
+        });
+        if let Some(end) = self.reply(&Reply::ok(id, &reply)) {
+            return Some(end);
+        }
+        tracing::debug!(session = self.id, "logged in");
+        // Catch up: everything after the cursor, in order, then syncComplete.
+        if let Some(end) = self.deliver_page(first) {
+            return Some(end);
+        }
+        if let Some(end) = self.fill_to(head).await {
+            return Some(end);
+        }
+        let delivered = self.login.as_ref().map_or(0, |l| l.delivered);
+        if self
+            .push(
+                &Push::SyncComplete(SyncComplete {
+                    inbox_seq: delivered,
+                }),
+                Class::Reply,
+            )
+            .is_err()
+        {
+            return slow();
+        }
+        None
+    }
+
+    /// Pushes a page of stored messages (announcing a gap first if retention removed
+    /// some), grouped by sender, and advances `delivered`.
+    fn deliver_page(&mut self, page: confab_store::InboxPage) -> Ending {
+        let login = self.login.as_mut()?;
+        let next = login.delivered + 1;
+        if page.first_held > next && next <= page.head {
+            let to = (page.first_held - 1).min(page.head);
+            login.delivered = to;
+            let gap = Push::SyncGap(SyncGap {
+                from_inbox_seq: next,
+                to_inbox_seq: to,
+            });
+            if self.push(&gap, Class::Stored).is_err() {
+                return slow();
+            }
+        }
+        let login = self.login.as_mut()?;
+        let mut messages: Vec<StoredPeerMessage> = page
+            .messages
+            .into_iter()
+            .filter(|m| m.inbox_seq > login.delivered)
+            .collect();
+        if let Some(last) = messages.last() {
+            login.delivered = last.inbox_seq;
+        }
+        while !messages.is_empty() {
+            let sender = messages[0].sender.clone();
+            let run = messages.iter().take_while(|m| m.sender == sender).count();
+            let batch: Vec<WireMessage> = messages.drain(..run).map(wire_peer).collect();
+            let push = Push::ReceivePeerMessage(ReceivePeerMessage {
+                message_list: batch,
+                from_user_id: sender,
+            });
+            if self.push(&push, Class::Stored).is_err() {
+                return slow();
+            }
+        }
+        None
+    }
+
+    /// Delivers from the store until `delivered >= target`.
+    async fn fill_to(&mut self, target: u64) -> Ending {
+        loop {
+            let login = self.login.as_ref()?;
+            if login.delivered >= target {
+                return None;
+            }
+            let page = match self
+                .shared
+                .store
+                .inbox_after(login.app.id, &login.user_id, login.delivered, CATCH_UP_PAGE)
+                .await
+            {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::error!(error = %e, "catch-up read failed");
+                    return Some((
+                        DisconnectReason::ServerShutdown,
+                        "the server could not read stored messages; reconnect to catch up".into(),
+                    ));
+                }
+            };
+            let before = login.delivered;
+            let empty = page.messages.is_empty();
+            if let Some(end) = self.deliver_page(page) {
+                return Some(end);
+            }
+            let after = self.login.as_ref().map_or(0, |l| l.delivered);
+            if empty && after == before {
+                // The store holds nothing more below the target (a gap it no longer
+                // knows about, or the target was never committed): stop here.
+                return None;
+            }
+        }
+    }
+
+    async fn on_envelope(&mut self, envelope: Envelope) -> Ending {
+        match envelope {
+            Envelope::Kick { session_id } if session_id != self.id => Some((
+                DisconnectReason::KickedOut,
+                "this user logged in on another connection".into(),
+            )),
+            Envelope::Kick { .. } => None,
+            Envelope::Live { priority, frame } => {
+                let class = Class::Live(priority);
+                match utf8(frame) {
+                    Some(text) => match self.outbox.push(text, class) {
+                        Ok(_) => None,
+                        Err(Slow) => slow(),
+                    },
+                    None => None,
+                }
+            }
+            Envelope::Stored { inbox_seq, frame } => {
+                let delivered = self.login.as_ref().map_or(u64::MAX, |l| l.delivered);
+                if inbox_seq <= delivered {
+                    return None;
+                }
+                if inbox_seq == delivered + 1 {
+                    let text = utf8(frame)?;
+                    if self.outbox.push(text, Class::Stored).is_err() {
+                        return slow();
+                    }
+                    if let Some(l) = self.login.as_mut() {
+                        l.delivered = inbox_seq;
+                    }
+                    return None;
+                }
+                self.fill_to(inbox_seq).await
+            }
+        }
+    }
+
+    fn renew(&mut self, id: u64, req: &RenewTokenRequest) -> Ending {
+        let login = self.login.as_ref()?;
+        let now = self.shared.clock.now_secs();
+        match confab_token::verify(
+            &req.token,
+            &login.app.secret,
+            login.app.id,
+            &login.user_id,
+            now,
+        ) {
+            Ok(claims) => {
+                if let Some(l) = self.login.as_mut() {
+                    l.token_expire = claims.expire;
+                    l.warned = false;
+                }
+                self.reply(&Reply::ok(
+                    id,
+                    &RenewTokenReply {
+                        token: req.token.clone(),
+                        token_expire: claims.expire,
+                    },
+                ))
+            }
+            Err(e) => self.error(id, e.code(), format!("token: {e}")),
+        }
+    }
+
+    async fn ack(&mut self, id: u64, req: AckInboxRequest) -> Ending {
+        let login = self.login.as_ref()?;
+        let store = &self.shared.store;
+        let head = match store.inbox_after(login.app.id, &login.user_id, 0, 0).await {
+            Ok(page) => page.head,
+            Err(e) => {
+                return self.error(id, ErrorCode::Failed, format!("ackInbox failed: {e}"));
+            }
+        };
+        if req.inbox_seq > head {
+            return self.error(
+                id,
+                ErrorCode::ParamInvalid,
+                format!(
+                    "inboxSeq: {} is beyond the newest inbox position {head}",
+                    req.inbox_seq
+                ),
+            );
+        }
+        match store
+            .ack_inbox(login.app.id, &login.user_id, req.inbox_seq)
+            .await
+        {
+            Ok(()) => self.reply(&Reply::ok(id, &Empty {})),
+            Err(e) => self.error(id, ErrorCode::Failed, format!("ackInbox failed: {e}")),
+        }
+    }
+
+    fn check_rate(&self, app: &App, user_id: &str) -> Result<(), String> {
+        if app.user_sends.check_key(&user_id.to_owned()).is_err() {
+            Metrics::inc(&self.shared.metrics.rate_limited_total);
+            return Err(format!(
+                "rate limit: at most {} messages per second per user (burst {})",
+                app.limits.user_send_rate, app.limits.user_send_burst
+            ));
+        }
+        if app.app_sends.check().is_err() {
+            Metrics::inc(&self.shared.metrics.rate_limited_total);
+            return Err(format!(
+                "rate limit: at most {} messages per second for this app",
+                app.limits.app_send_rate
+            ));
+        }
+        Ok(())
+    }
+
+    async fn send_peer(&mut self, id: u64, req: SendPeerMessageRequest) -> Ending {
+        let login = self.login.as_ref()?;
+        let app = login.app.clone();
+        let sender = login.user_id.clone();
+        if let Err(msg) = validate::user_id("toUserID", &req.to_user_id)
+            .and_then(|()| validate::body(req.kind, &req.message, false, &app.limits))
+        {
+            return self.error(id, ErrorCode::ParamInvalid, msg);
+        }
+        if req.kind == MessageType::Command {
+            if let Some((_, first)) = self
+                .live_sent
+                .iter()
+                .find(|(local, _)| *local == req.local_message_id)
+            {
+                let first = first.clone();
+                return self.reply(&Reply::ok(id, &first));
+            }
+        }
+        if let Err(msg) = self.check_rate(&app, &sender) {
+            return self.error(id, ErrorCode::ServerRateLimit, msg);
+        }
+        let now_ms = self.shared.clock.now_ms();
+        let topic = user_topic(app.id, &req.to_user_id);
+        if req.kind.is_stored() {
+            let appended = match self
+                .shared
+                .store
+                .append_peer(NewPeerMessage {
+                    app_id: app.id,
+                    sender: sender.clone(),
+                    receiver: req.to_user_id.clone(),
+                    kind: req.kind.code(),
+                    body: req.message,
+                    local_message_id: req.local_message_id,
+                    timestamp_ms: now_ms,
+                    priority: req.priority.code(),
+                })
+                .await
+            {
+                Ok(appended) => appended,
+                Err(e) => {
+                    tracing::error!(app = app.id, error = %e, "storing a peer message failed");
+                    return self.error(
+                        id,
+                        ErrorCode::MessageInternalError,
+                        "the message could not be stored; retry with the same localMessageID",
+                    );
+                }
+            };
+            let m = appended.message;
+            let reply = SendMessageReply {
+                message_id: m.message_id,
+                local_message_id: m.local_message_id,
+                timestamp: m.timestamp_ms,
+                conversation_seq: m.conversation_seq,
+            };
+            if !appended.duplicate {
+                Metrics::inc(&self.shared.metrics.messages_stored_total);
+                let inbox_seq = m.inbox_seq;
+                let push = Push::ReceivePeerMessage(ReceivePeerMessage {
+                    from_user_id: m.sender.clone(),
+                    message_list: vec![wire_peer(m)],
+                });
+                let envelope = Envelope::Stored {
+                    inbox_seq,
+                    frame: Bytes::from(encode_push(&push)),
+                };
+                if let Err(e) = self.shared.broker.publish(&topic, envelope.encode()).await {
+                    // Stored, so the receiver still gets it at its next catch-up.
+                    tracing::warn!(error = %e, "live delivery of a stored message failed");
+                }
+            }
+            return self.reply(&Reply::ok(id, &reply));
+        }
+
+        // Command: not stored, delivered live to an online receiver.
+        let message_id = self.shared.next_live_message_id();
+        let wire = WireMessage {
+            kind: req.kind,
+            message: req.message,
+            message_id,
+            local_message_id: req.local_message_id,
+            sender_user_id: sender.clone(),
+            timestamp: now_ms,
+            conversation_id: sender.clone(),
+            conversation_type: ConversationType::Peer,
+            conversation_seq: 0,
+            inbox_seq: None,
+            priority: req.priority,
+        };
+        let push = Push::ReceivePeerMessage(ReceivePeerMessage {
+            message_list: vec![wire],
+            from_user_id: sender,
+        });
+        let envelope = Envelope::Live {
+            priority: req.priority,
+            frame: Bytes::from(encode_push(&push)),
+        };
+        if let Err(e) = self.shared.broker.publish(&topic, envelope.encode()).await {
+            tracing::warn!(error = %e, "live delivery failed");
+            return self.error(
+                id,
+                ErrorCode::MessageSendFailed,
+                "the message could not be delivered: the broker is unavailable",
+            );
+        }
+        Metrics::inc(&self.shared.metrics.messages_live_total);
+        let reply = SendMessageReply {
+            message_id,
+            local_message_id: req.local_message_id,
+            timestamp: now_ms,
+            conversation_seq: 0,
+        };
+        if self.live_sent.len() >= LIVE_DEDUP {
+            self.live_sent.pop_front();
+        }
+        self.live_sent
+            .push_back((req.local_message_id, reply.clone()));
+        self.reply(&Reply::ok(id, &reply))
+    }
+
+    /// Tells the client why (when the server ends the session), closes, and leaves
+    /// the hub and the broker topic.
+    async fn finish(&mut self, ending: Ending) {
+        if let Some(login) = self.login.take() {
+            self.shared
+                .hub
+                .remove(login.app.id, &login.user_id, self.id);
+            if let Err(e) = self.shared.broker.unsubscribe(&login.topic).await {
+                tracing::warn!(error = %e, "unsubscribe failed");
+            }
+        }
+        if let Some((reason, message)) = ending {
+            if reason == DisconnectReason::SlowConsumer {
+                Metrics::inc(&self.shared.metrics.slow_disconnects_total);
+            }
+            tracing::debug!(session = self.id, ?reason, %message, "disconnecting");
+            let push = Push::Disconnect(Disconnect {
+                reason,
+                message: message.clone(),
+                reconnect: reason.should_reconnect(),
+            });
+            if reason == DisconnectReason::SlowConsumer {
+                // Its queue is full and not draining: skip it and close now.
+                self.outbox.abort(reason.close_code(), message);
+            } else {
+                let _ = self.push(&push, Class::Reply);
+                self.outbox.close(reason.close_code(), message).await;
+            }
+        }
+        self.shared
+            .metrics
+            .connections
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn utf8(frame: Bytes) -> Option<Utf8Bytes> {
+    Utf8Bytes::try_from(frame).ok()
+}
+
+/// The wire form of a stored peer message, as its receiver sees it.
+fn wire_peer(m: StoredPeerMessage) -> WireMessage {
+    WireMessage {
+        kind: MessageType::from_code(m.kind),
+        message: m.body,
+        message_id: m.message_id,
+        local_message_id: m.local_message_id,
+        conversation_id: m.sender.clone(),
+        sender_user_id: m.sender,
+        timestamp: m.timestamp_ms,
+        conversation_type: ConversationType::Peer,
+        conversation_seq: m.conversation_seq,
+        inbox_seq: Some(m.inbox_seq),
+        priority: confab_proto::frame::Priority::from_code(m.priority).unwrap_or_default(),
+    }
+}

@@ -1,0 +1,137 @@
+//! The state shared by every connection of one server: apps with their limits and
+//! rate limiters, the store and broker, the local session hub, counters.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use confab_broker::Broker;
+use confab_store::Store;
+use confab_token::Secret;
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
+use tokio::sync::watch;
+
+use crate::clock::Clock;
+use crate::config::{Config, Limits, ResolvedApp};
+use crate::hub::Hub;
+
+/// One hosted app at run time.
+#[derive(Debug)]
+pub(crate) struct App {
+    pub(crate) id: u32,
+    pub(crate) secret: Secret,
+    pub(crate) limits: Limits,
+    /// Text + Command sends per user.
+    pub(crate) user_sends: DefaultKeyedRateLimiter<String>,
+    /// Text + Command sends of the whole app.
+    pub(crate) app_sends: DefaultDirectRateLimiter,
+}
+
+fn nz(n: u32) -> NonZeroU32 {
+    NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN)
+}
+
+impl App {
+    pub(crate) fn new(app: ResolvedApp) -> App {
+        let l = &app.limits;
+        App {
+            id: app.id,
+            secret: app.secret,
+            user_sends: RateLimiter::keyed(
+                Quota::per_second(nz(l.user_send_rate)).allow_burst(nz(l.user_send_burst)),
+            ),
+            app_sends: RateLimiter::direct(
+                Quota::per_second(nz(l.app_send_rate)).allow_burst(nz(l.app_send_rate)),
+            ),
+            limits: app.limits,
+        }
+    }
+}
+
+/// Counters exported at `/metrics`.
+#[derive(Debug, Default)]
+pub(crate) struct Metrics {
+    pub(crate) connections: AtomicUsize,
+    pub(crate) connections_total: AtomicU64,
+    pub(crate) logins_total: AtomicU64,
+    pub(crate) login_failures_total: AtomicU64,
+    pub(crate) messages_stored_total: AtomicU64,
+    pub(crate) messages_live_total: AtomicU64,
+    pub(crate) rate_limited_total: AtomicU64,
+    pub(crate) slow_disconnects_total: AtomicU64,
+}
+
+impl Metrics {
+    pub(crate) fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Everything a connection needs, shared.
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) apps: HashMap<u32, Arc<App>>,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) broker: Arc<dyn Broker>,
+    pub(crate) hub: Arc<Hub>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) metrics: Metrics,
+    /// Becomes `true` when the server starts shutting down.
+    pub(crate) shutdown: watch::Receiver<bool>,
+    next_session_id: AtomicU64,
+    next_live_id: AtomicU64,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("apps", &self.apps.keys().collect::<Vec<_>>())
+            .field("metrics", &self.metrics)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    pub(crate) fn new(
+        config: Config,
+        apps: Vec<ResolvedApp>,
+        store: Arc<dyn Store>,
+        broker: Arc<dyn Broker>,
+        hub: Arc<Hub>,
+        clock: Arc<dyn Clock>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Shared {
+        Shared {
+            config,
+            apps: apps
+                .into_iter()
+                .map(|a| (a.id, Arc::new(App::new(a))))
+                .collect(),
+            store,
+            broker,
+            hub,
+            clock,
+            metrics: Metrics::default(),
+            shutdown,
+            next_session_id: AtomicU64::new(rand::random::<u32>().into()),
+            next_live_id: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn next_session_id(&self) -> u64 {
+        self.next_session_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A message id for an unstored message: in the upper half of the JavaScript-safe
+    /// range (2^52..2^53), far above the ids the store assigns, built from the time
+    /// and a counter so ids from one node never repeat.
+    pub(crate) fn next_live_message_id(&self) -> u64 {
+        const BASE: u64 = 1 << 52;
+        // Milliseconds since 2025-01-01, times 256, plus a counter: unique per node for
+        // up to 256 unstored messages per millisecond, and below 2^53 until ~2580.
+        let ms = u64::try_from(self.clock.now_ms() - 1_735_689_600_000).unwrap_or(0);
+        let n = self.next_live_id.fetch_add(1, Ordering::Relaxed) & 0xff;
+        BASE + ((ms << 8 | n) & (BASE - 1))
+    }
+}

@@ -1,0 +1,476 @@
+//! A test server and a protocol-level WebSocket client.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use confab_server::{AppConfig, Config, Options, Server};
+use confab_store::{
+    AppRecord, Appended, InboxPage, NewPeerMessage, SqliteConfig, SqliteStore, Store, StoreError,
+};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub(crate) const APP: u32 = 1_234_567_890;
+pub(crate) const SECRET: &str = "fa94dd0f974cf2e293728a526b028271";
+pub(crate) const APP2: u32 = 42;
+pub(crate) const SECRET2: &str = "0123456789abcdef0123456789abcdef";
+pub(crate) const WAIT: Duration = Duration::from_secs(5);
+
+pub(crate) fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+pub(crate) fn token_for(app: u32, secret: &str, user: &str, ttl: u64) -> String {
+    let secret = confab_token::Secret::new(secret).unwrap();
+    confab_token::generate(&secret, app, user, ttl, confab_token::Mode::Gcm, unix_now()).unwrap()
+}
+
+/// A token that expires `secs_left` seconds from now.
+pub(crate) fn token_expiring_in(user: &str, secs_left: i64) -> String {
+    let secret = confab_token::Secret::new(SECRET).unwrap();
+    let ttl = 3600;
+    let made = unix_now() + secs_left - ttl;
+    confab_token::generate(
+        &secret,
+        APP,
+        user,
+        ttl as u64,
+        confab_token::Mode::Cbc,
+        made,
+    )
+    .unwrap()
+}
+
+pub(crate) fn token(user: &str) -> String {
+    token_for(APP, SECRET, user, 3600)
+}
+
+/// A store that fails on purpose while `failing` is set.
+pub(crate) struct FlakyStore {
+    pub(crate) inner: Arc<dyn Store>,
+    pub(crate) failing: std::sync::atomic::AtomicBool,
+}
+
+impl FlakyStore {
+    fn check(&self) -> Result<(), StoreError> {
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("failing on purpose".into()));
+        }
+        Ok(())
+    }
+    pub(crate) fn set_failing(&self, on: bool) {
+        self.failing.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[async_trait]
+impl Store for FlakyStore {
+    async fn list_apps(&self) -> Result<Vec<AppRecord>, StoreError> {
+        self.inner.list_apps().await
+    }
+    async fn put_app(&self, app: &AppRecord) -> Result<(), StoreError> {
+        self.inner.put_app(app).await
+    }
+    async fn touch_user(&self, a: u32, u: &str, n: &str, t: i64) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.touch_user(a, u, n, t).await
+    }
+    async fn append_peer(&self, msg: NewPeerMessage) -> Result<Appended, StoreError> {
+        self.check()?;
+        self.inner.append_peer(msg).await
+    }
+    async fn inbox_after(
+        &self,
+        a: u32,
+        u: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<InboxPage, StoreError> {
+        self.check()?;
+        self.inner.inbox_after(a, u, after, limit).await
+    }
+    async fn ack_inbox(&self, a: u32, u: &str, s: u64) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.ack_inbox(a, u, s).await
+    }
+    async fn inbox_acked(&self, a: u32, u: &str) -> Result<u64, StoreError> {
+        self.check()?;
+        self.inner.inbox_acked(a, u).await
+    }
+    async fn purge_before(&self, cutoff: i64) -> Result<u64, StoreError> {
+        self.inner.purge_before(cutoff).await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.ping().await
+    }
+}
+
+pub(crate) struct TestServer {
+    pub(crate) addr: SocketAddr,
+    pub(crate) data: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+pub(crate) fn config(data: &Path) -> Config {
+    Config {
+        data_dir: data.to_owned(),
+        apps: vec![
+            AppConfig {
+                id: APP,
+                secret: SECRET.into(),
+                name: "test".into(),
+                limits: Default::default(),
+            },
+            AppConfig {
+                id: APP2,
+                secret: SECRET2.into(),
+                name: "other".into(),
+                limits: Default::default(),
+            },
+        ],
+        ..Config::default()
+    }
+}
+
+impl TestServer {
+    pub(crate) async fn start() -> TestServer {
+        Self::start_with(|_| {}, Options::default()).await
+    }
+
+    pub(crate) async fn start_with(
+        tweak: impl FnOnce(&mut Config),
+        options: Options,
+    ) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().to_owned();
+        let mut s = Self::start_in(&data, tweak, options).await;
+        s._dir = Some(dir);
+        s
+    }
+
+    /// Starts a server on an existing data directory (for restarts).
+    pub(crate) async fn start_in(
+        data: &Path,
+        tweak: impl FnOnce(&mut Config),
+        options: Options,
+    ) -> TestServer {
+        let mut cfg = config(data);
+        tweak(&mut cfg);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = Server::prepare(cfg, options).await.unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(listener, async {
+            let _ = stopped.await;
+        }));
+        TestServer {
+            addr,
+            data: data.to_owned(),
+            _dir: None,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    pub(crate) async fn connect(&self) -> Client {
+        Client::connect(&self.url()).await
+    }
+
+    pub(crate) async fn login(&self, user: &str) -> Client {
+        let mut c = self.connect().await;
+        let r = c.login(APP, user, &token(user), None).await;
+        assert_eq!(r["code"], 0, "login of {user}: {r}");
+        c
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub(crate) async fn stop(mut self) -> Option<tempfile::TempDir> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+        self._dir.take()
+    }
+
+    pub(crate) async fn metric(&self, name: &str) -> u64 {
+        let text = http_get(self.addr, "/metrics").await.1;
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("metric {name} not found in {text}"))
+    }
+}
+
+/// A minimal HTTP/1.1 request over a fresh connection; returns (status, body).
+pub(crate) async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if !headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("connection"))
+    {
+        req.push_str("Connection: close\r\n");
+    }
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    s.write_all(body).await.unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    // Read until the server closes (or resets) the connection.
+    while let Ok(Ok(n)) = tokio::time::timeout(WAIT, s.read(&mut buf)).await {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|x| x.1.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+pub(crate) async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    http_request(addr, "GET", path, &[], b"").await
+}
+
+/// How a connection ended, as the client saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Closed {
+    /// The `disconnect` push's reason, if one came.
+    pub(crate) reason: Option<String>,
+    /// The close frame's code, if one came.
+    pub(crate) code: Option<u16>,
+}
+
+pub(crate) struct Client {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    next_id: u64,
+    /// Pushes received while waiting for replies.
+    pushes: VecDeque<Value>,
+    /// Replies received while waiting for something else.
+    replies: VecDeque<Value>,
+}
+
+impl Client {
+    pub(crate) async fn connect(url: &str) -> Client {
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        Client {
+            ws,
+            next_id: 1,
+            pushes: VecDeque::new(),
+            replies: VecDeque::new(),
+        }
+    }
+
+    pub(crate) async fn send_raw(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).await.unwrap();
+    }
+
+    pub(crate) async fn send_message(&mut self, msg: Message) {
+        self.ws.send(msg).await.unwrap();
+    }
+
+    /// Sends a request, returns its id.
+    pub(crate) async fn send(&mut self, op: &str, data: Value) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        let frame = json!({"v": 1, "id": id, "op": op, "data": data});
+        self.send_raw(&frame.to_string()).await;
+        id
+    }
+
+    /// Reads one frame (None on close/error/timeout).
+    async fn read(&mut self, timeout: Duration) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let msg = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .ok()??
+                .ok()?;
+            match msg {
+                Message::Text(t) => return Some(serde_json::from_str(t.as_str()).unwrap()),
+                Message::Close(_) => return None,
+                _ => {}
+            }
+        }
+    }
+
+    pub(crate) async fn reply_to(&mut self, id: u64) -> Value {
+        if let Some(pos) = self.replies.iter().position(|r| r["id"] == id) {
+            return self.replies.remove(pos).unwrap();
+        }
+        loop {
+            let v = self
+                .read(WAIT)
+                .await
+                .unwrap_or_else(|| panic!("no reply to request {id}"));
+            if v.get("push").is_some() {
+                self.pushes.push_back(v);
+            } else if v["id"] == id {
+                return v;
+            } else {
+                self.replies.push_back(v);
+            }
+        }
+    }
+
+    pub(crate) async fn request(&mut self, op: &str, data: Value) -> Value {
+        let id = self.send(op, data).await;
+        self.reply_to(id).await
+    }
+
+    pub(crate) async fn login(
+        &mut self,
+        app: u32,
+        user: &str,
+        token: &str,
+        last: Option<u64>,
+    ) -> Value {
+        let mut data = json!({"appID": app, "userID": user, "userName": user, "token": token});
+        if let Some(last) = last {
+            data["lastInboxSeq"] = last.into();
+        }
+        self.request("login", data).await
+    }
+
+    /// The next push of `name`, skipping none (other pushes are kept for later).
+    pub(crate) async fn push(&mut self, name: &str) -> Value {
+        self.try_push(name, WAIT)
+            .await
+            .unwrap_or_else(|| panic!("no {name} push within {WAIT:?}"))
+    }
+
+    pub(crate) async fn try_push(&mut self, name: &str, timeout: Duration) -> Option<Value> {
+        if let Some(pos) = self.pushes.iter().position(|p| p["push"] == name) {
+            return self.pushes.remove(pos);
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let v = self.read(left).await?;
+            if v["push"] == name {
+                return Some(v);
+            }
+            if v.get("push").is_some() {
+                self.pushes.push_back(v);
+            } else {
+                self.replies.push_back(v);
+            }
+        }
+    }
+
+    /// Collects peer messages (from receivePeerMessage pushes) until `n` arrived.
+    pub(crate) async fn peer_messages(&mut self, n: usize) -> Vec<Value> {
+        let mut out = Vec::new();
+        while out.len() < n {
+            let p = self.push("receivePeerMessage").await;
+            out.extend(p["data"]["messageList"].as_array().unwrap().iter().cloned());
+        }
+        assert_eq!(out.len(), n, "more messages than expected: {out:?}");
+        out
+    }
+
+    /// Sends a Text peer message and returns the reply.
+    pub(crate) async fn send_text(&mut self, to: &str, text: &str, local: u64) -> Value {
+        self.request(
+            "sendPeerMessage",
+            json!({"toUserID": to, "type": 1, "message": text, "localMessageID": local}),
+        )
+        .await
+    }
+
+    /// Reads until the connection ends; returns the disconnect reason and close code.
+    pub(crate) async fn closed(&mut self, timeout: Duration) -> Closed {
+        let mut reason = self
+            .pushes
+            .iter()
+            .find(|p| p["push"] == "disconnect")
+            .map(|p| p["data"]["reason"].as_str().unwrap().to_owned());
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match tokio::time::timeout(left, self.ws.next()).await {
+                Err(_) => {
+                    panic!("connection still open after {timeout:?} (reason so far {reason:?})")
+                }
+                Ok(None | Some(Err(_))) => return Closed { reason, code: None },
+                Ok(Some(Ok(Message::Close(frame)))) => {
+                    return Closed {
+                        reason,
+                        code: frame.map(|f| u16::from(f.code)),
+                    };
+                }
+                Ok(Some(Ok(Message::Text(t)))) => {
+                    let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                    if v["push"] == "disconnect" {
+                        reason = Some(v["data"]["reason"].as_str().unwrap().to_owned());
+                    }
+                }
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+    }
+
+    /// Whether the connection is still open (answers a ping request).
+    pub(crate) async fn alive(&mut self) -> bool {
+        let id = self.send("ping", json!({})).await;
+        loop {
+            match self.read(WAIT).await {
+                None => return false,
+                // Any answer proves the connection is open (ping needs a login).
+                Some(v) if v["id"] == id => return true,
+                Some(v) if v.get("push").is_some() => self.pushes.push_back(v),
+                Some(v) => self.replies.push_back(v),
+            }
+        }
+    }
+}
+
+/// A FlakyStore over SQLite in `data`.
+pub(crate) fn flaky_store(data: &Path) -> Arc<FlakyStore> {
+    let inner = SqliteStore::open(SqliteConfig::new(data.join("confab.db"))).unwrap();
+    Arc::new(FlakyStore {
+        inner: Arc::new(inner),
+        failing: Default::default(),
+    })
+}

@@ -1,0 +1,100 @@
+//! The plain HTTP endpoints: health, readiness, metrics, log upload, origins.
+
+use std::io::Write as _;
+
+use crate::harness::*;
+
+#[tokio::test]
+async fn health_ready_and_metrics() {
+    let server = TestServer::start().await;
+    assert_eq!(http_get(server.addr, "/healthz").await.0, 200);
+    assert_eq!(http_get(server.addr, "/readyz").await.0, 200);
+    let _c = server.login("alice").await;
+    assert_eq!(server.metric("confab_logins_total").await, 1);
+    assert_eq!(server.metric("confab_sessions").await, 1);
+}
+
+fn upload_headers<'a>(user: &'a str, token: &'a str) -> Vec<(&'static str, String)> {
+    vec![
+        ("X-Confab-App-Id", APP.to_string()),
+        ("X-Confab-User-Id", user.to_owned()),
+        ("Authorization", format!("Bearer {token}")),
+    ]
+}
+
+async fn upload(
+    server: &TestServer,
+    headers: &[(&str, String)],
+    body: &[u8],
+) -> (u16, serde_json::Value) {
+    let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (status, text) = http_request(server.addr, "POST", "/v1/logs", &h, body).await;
+    let json = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("status {status}: body is not JSON ({e}): {text:?}"));
+    (status, json)
+}
+
+#[tokio::test]
+async fn log_upload_stores_per_app_and_user_with_a_cap() {
+    let server =
+        TestServer::start_with(|c| c.limits.max_log_bytes = 64 * 1024, Default::default()).await;
+    let tok = token("alice");
+    let (status, r) = upload(&server, &upload_headers("alice", &tok), b"line 1\nline 2\n").await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["code"], 0);
+    let dir = server.data.join("logs").join(APP.to_string()).join("alice");
+    let files: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+    assert_eq!(files.len(), 1);
+    let stored = std::fs::read(files[0].as_ref().unwrap().path()).unwrap();
+    assert_eq!(stored, b"line 1\nline 2\n");
+
+    // gzip is accepted and decompressed.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(b"zipped log\n").unwrap();
+    let mut h = upload_headers("alice", &tok);
+    h.push(("Content-Encoding", "gzip".into()));
+    let (status, r) = upload(&server, &h, &gz.finish().unwrap()).await;
+    assert_eq!((status, r["code"].as_u64()), (200, Some(0)), "{r}");
+
+    // Failures are 6000010 with a reason.
+    let (status, r) = upload(&server, &upload_headers("alice", &token("bob")), b"x").await;
+    assert_eq!((status, r["code"].as_u64()), (401, Some(6000010)), "{r}");
+    assert!(r["message"].as_str().unwrap().contains("6000101"), "{r}");
+    let (_, r) = upload(&server, &upload_headers("alice", &tok)[..2], b"x").await;
+    assert_eq!(r["code"], 6000010);
+    let big = vec![b'a'; 65 * 1024];
+    let (_, r) = upload(&server, &upload_headers("alice", &tok), &big).await;
+    assert_eq!(r["code"], 6000010, "{r}");
+    // A gzip bomb is cut at the cap.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(&vec![0u8; 10 * 1024 * 1024]).unwrap();
+    let mut h = upload_headers("alice", &tok);
+    h.push(("Content-Encoding", "gzip".into()));
+    let (_, r) = upload(&server, &h, &gz.finish().unwrap()).await;
+    assert_eq!(r["code"], 6000010, "{r}");
+    assert!(
+        r["message"].as_str().unwrap().contains("decompressed"),
+        "{r}"
+    );
+}
+
+#[tokio::test]
+async fn foreign_browser_origins_are_refused() {
+    let server = TestServer::start().await;
+    let (status, body) = http_request(
+        server.addr,
+        "GET",
+        "/ws",
+        &[
+            ("Origin", "https://evil.example"),
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade, close"),
+            ("Sec-WebSocket-Version", "13"),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ],
+        b"",
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("origin"), "{body}");
+}

@@ -1,0 +1,8 @@
+//! Integration tests: a real server on 127.0.0.1:0, real WebSocket clients
+//! speaking docs/protocol.md as JSON.
+
+mod harness;
+mod http;
+mod login;
+mod messages;
+mod resilience;

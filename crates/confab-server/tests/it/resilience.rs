@@ -1,0 +1,142 @@
+//! Limits on connections, slow consumers, oversize frames, restarts.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use confab_server::Options;
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::harness::*;
+
+#[tokio::test]
+async fn oversize_frames_close_the_connection() {
+    let server = TestServer::start().await;
+    let mut c = server.login("alice").await;
+    let huge = format!(
+        r#"{{"v":1,"id":5,"op":"sendPeerMessage","data":{{"toUserID":"bob","type":1,"localMessageID":1,"message":"{}"}}}}"#,
+        "x".repeat(200 * 1024)
+    );
+    c.send_raw(&huge).await;
+    let closed = c.closed(WAIT).await;
+    assert_eq!(
+        closed.reason.as_deref(),
+        Some("frameTooLarge"),
+        "{closed:?}"
+    );
+    assert_eq!(closed.code, Some(4006));
+    // The server is fine.
+    let mut d = server.login("bob").await;
+    assert!(d.alive().await);
+}
+
+#[tokio::test]
+async fn binary_frames_are_a_protocol_error() {
+    let server = TestServer::start().await;
+    let mut c = server.login("alice").await;
+    c.send_message(Message::binary(vec![1, 2, 3])).await;
+    let closed = c.closed(WAIT).await;
+    assert_eq!(closed.reason.as_deref(), Some("protocolError"));
+    assert_eq!(closed.code, Some(4007));
+}
+
+#[tokio::test]
+async fn a_slow_consumer_is_disconnected_not_buffered() {
+    let server = TestServer::start_with(
+        |c| {
+            c.limits.outbound_queue_frames = 16;
+            c.limits.outbound_queue_bytes = 64 * 1024;
+            c.limits.user_send_rate = 100_000;
+            c.limits.user_send_burst = 100_000;
+            c.limits.app_send_rate = 100_000;
+        },
+        Options::default(),
+    )
+    .await;
+    let mut alice = server.login("alice").await;
+    // Bob logs in and then stops reading.
+    let mut bob = server.login("bob").await;
+    let body = base64::engine::general_purpose::STANDARD.encode([7u8; 5000]);
+    let mut sent = 0;
+    for i in 0..4000u64 {
+        let r = alice
+            .request(
+                "sendPeerMessage",
+                json!({"toUserID":"bob","type":2,"message":body,"localMessageID":i,"priority":3}),
+            )
+            .await;
+        assert_eq!(r["code"], 0, "{r}");
+        sent += 1;
+        if i % 200 == 199 && server.metric("confab_slow_disconnects_total").await > 0 {
+            break;
+        }
+    }
+    assert_eq!(
+        server.metric("confab_slow_disconnects_total").await,
+        1,
+        "after {sent} sends"
+    );
+    assert!(sent < 4000);
+    // Bob's connection ends (after whatever the socket buffers held).
+    let mut received = 0;
+    while bob
+        .try_push("receivePeerMessage", Duration::from_secs(3))
+        .await
+        .is_some()
+    {
+        received += 1;
+    }
+    assert!(received < sent, "received {received} of {sent}");
+    assert!(alice.alive().await, "the sender is unaffected");
+}
+
+#[tokio::test]
+async fn stored_messages_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_in(dir.path(), |_| {}, Options::default()).await;
+    let mut alice = server.login("alice").await;
+    for i in 1..=20u64 {
+        let r = alice.send_text("bob", &format!("m{i}"), i).await;
+        assert_eq!(r["code"], 0);
+    }
+    drop(alice);
+    server.stop().await;
+
+    let server = TestServer::start_in(dir.path(), |_| {}, Options::default()).await;
+    let mut bob = server.login("bob").await;
+    let got = bob.peer_messages(20).await;
+    for (i, m) in got.iter().enumerate() {
+        assert_eq!(m["message"], format!("m{}", i + 1));
+        assert_eq!(m["inboxSeq"], i as u64 + 1);
+    }
+    // Seqs continue after the restart.
+    let mut alice = server.login("alice").await;
+    let r = alice.send_text("bob", "after", 21).await;
+    assert_eq!(r["data"]["conversationSeq"], 21);
+    // A retry of a pre-restart message is still recognized.
+    let r = alice.send_text("bob", "m3", 3).await;
+    assert_eq!(r["data"]["conversationSeq"], 3);
+}
+
+#[tokio::test]
+async fn shutdown_tells_clients_to_reconnect() {
+    let server = TestServer::start().await;
+    let mut c = server.login("alice").await;
+    c.push("syncComplete").await;
+    let stopping = tokio::spawn(server.stop());
+    let closed = c.closed(WAIT).await;
+    assert_eq!(closed.reason.as_deref(), Some("serverShutdown"));
+    assert_eq!(closed.code, Some(4008));
+    stopping.await.unwrap();
+}
+
+#[tokio::test]
+async fn connection_limit_refuses_with_a_reason() {
+    let server = TestServer::start_with(|c| c.limits.max_connections = 2, Options::default()).await;
+    let _a = server.connect().await;
+    let _b = server.connect().await;
+    let err = tokio_tungstenite::connect_async(server.url())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("503"), "{err}");
+}

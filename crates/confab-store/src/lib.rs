@@ -1,0 +1,190 @@
+//! The [`Store`] trait: everything confab keeps — apps, users, messages, inboxes —
+//! in the shape the server thinks of it, and [`SqliteStore`], the embedded default.
+//!
+//! Backends live in their own crates (PostgreSQL later) and prove themselves with
+//! the same suite, [`conformance`] (feature `conformance`), that the SQLite store
+//! passes. Nothing outside backend crates and the one place that picks a backend
+//! names a database.
+
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+mod sqlite;
+
+use async_trait::async_trait;
+
+pub use sqlite::{SqliteConfig, SqliteStore, WriterStats};
+
+/// A configured app, as the store keeps it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AppRecord {
+    /// Non-zero AppID.
+    pub app_id: u32,
+    /// The 32-character ServerSecret. Never logged; `Debug` redacts it.
+    pub secret: String,
+    /// Human-readable name ("development app").
+    pub name: String,
+    /// Creation time, ms since the Unix epoch.
+    pub created_ms: i64,
+}
+
+impl std::fmt::Debug for AppRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppRecord")
+            .field("app_id", &self.app_id)
+            .field("secret", &"<redacted>")
+            .field("name", &self.name)
+            .field("created_ms", &self.created_ms)
+            .finish()
+    }
+}
+
+/// A peer message to append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewPeerMessage {
+    /// The app both users belong to.
+    pub app_id: u32,
+    /// The sender (always the sending session's user).
+    pub sender: String,
+    /// The receiver.
+    pub receiver: String,
+    /// ZIM message type number (1 = Text; only stored types are appended).
+    pub kind: u8,
+    /// The body as sent on the wire (text, or base64 for bytes).
+    pub body: String,
+    /// The sender's id for the message; (app, sender, local_message_id) is unique.
+    pub local_message_id: u64,
+    /// Acceptance time, ms since the Unix epoch (from the server's clock).
+    pub timestamp_ms: i64,
+    /// Priority number (1..=3), kept for delivery.
+    pub priority: u8,
+}
+
+/// A stored peer message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPeerMessage {
+    /// Unique per app (in fact per store), positive, below 2^53.
+    pub message_id: u64,
+    /// Position in the conversation of the two users, starting at 1, strictly
+    /// increasing, shared by both directions.
+    pub conversation_seq: u64,
+    /// Position in the receiver's inbox, starting at 1, strictly increasing.
+    pub inbox_seq: u64,
+    /// As appended.
+    pub app_id: u32,
+    /// As appended.
+    pub sender: String,
+    /// As appended.
+    pub receiver: String,
+    /// As appended.
+    pub kind: u8,
+    /// As appended.
+    pub body: String,
+    /// As appended.
+    pub local_message_id: u64,
+    /// As appended (of the first append, for a duplicate).
+    pub timestamp_ms: i64,
+    /// As appended.
+    pub priority: u8,
+}
+
+/// The result of an append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    /// The stored message (the first one, for a duplicate).
+    pub message: StoredPeerMessage,
+    /// True if (app, sender, local_message_id) was already stored: nothing new was
+    /// written, and the caller must not deliver it again.
+    pub duplicate: bool,
+}
+
+/// A page of a user's inbox.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct InboxPage {
+    /// Messages with `inbox_seq` greater than the asked position, ascending, at most
+    /// the asked limit.
+    pub messages: Vec<StoredPeerMessage>,
+    /// The newest inbox position of the user (0 if the inbox has never had a message).
+    pub head: u64,
+    /// The oldest inbox position still held (`head + 1` if none is held). Positions
+    /// after the asked one and below this were removed by retention: a gap.
+    pub first_held: u64,
+}
+
+/// What went wrong in a store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend is unreachable or failed (I/O, database error, writer gone).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The data contradicts the store's rules (should not happen; a bug or corruption).
+    #[error("store corrupt: {0}")]
+    Corrupt(String),
+    /// An argument is out of the store's range (e.g. an app with AppID 0).
+    #[error("invalid argument: {0}")]
+    Invalid(String),
+}
+
+/// Where confab keeps what must survive a restart.
+///
+/// Contract, for every implementation (checked by [`conformance`]):
+/// - **Durability:** when a write method returns `Ok`, the write survives a crash of
+///   the process (and, for the SQLite default, of the machine: it is fsync'd).
+///   Implementations may batch concurrent writes into one commit (group commit).
+/// - **Isolation:** every key is scoped by `app_id`; nothing of one app is visible
+///   through another app's id, even with identical user IDs.
+/// - **Idempotency:** appending the same (app, sender, local_message_id) again returns
+///   the first stored message with `duplicate = true` and writes nothing.
+/// - **Order:** `conversation_seq` is strictly increasing per conversation (the
+///   unordered pair of users, per app) and `inbox_seq` per (app, receiver), both
+///   starting at 1, never reused, without holes except where retention removed
+///   messages; message ids are unique.
+/// - **AppIDs are non-zero:** a write naming AppID 0 fails with
+///   [`StoreError::Invalid`] and stores nothing.
+/// - Methods are safe to call concurrently from many tasks.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// All apps, ascending by AppID.
+    async fn list_apps(&self) -> Result<Vec<AppRecord>, StoreError>;
+
+    /// Inserts the app or replaces the one with the same AppID.
+    async fn put_app(&self, app: &AppRecord) -> Result<(), StoreError>;
+
+    /// Records that a user logged in (creating the user on first login) with this
+    /// display name, at `now_ms`.
+    async fn touch_user(
+        &self,
+        app_id: u32,
+        user_id: &str,
+        user_name: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError>;
+
+    /// Durably appends a peer message, assigning message id, conversation seq and the
+    /// receiver's inbox seq. See the trait's contract for idempotency.
+    async fn append_peer(&self, msg: NewPeerMessage) -> Result<Appended, StoreError>;
+
+    /// The receiver's inbox after position `after` (exclusive), at most `limit`
+    /// messages, ascending.
+    async fn inbox_after(
+        &self,
+        app_id: u32,
+        user_id: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<InboxPage, StoreError>;
+
+    /// Records that the user has received its inbox up to `inbox_seq`. The stored
+    /// position only moves forward: a lower value is ignored.
+    async fn ack_inbox(&self, app_id: u32, user_id: &str, inbox_seq: u64)
+    -> Result<(), StoreError>;
+
+    /// The last acknowledged inbox position (0 if none).
+    async fn inbox_acked(&self, app_id: u32, user_id: &str) -> Result<u64, StoreError>;
+
+    /// Removes stored messages older than `cutoff_ms`; returns how many. Positions are
+    /// never reused afterwards.
+    async fn purge_before(&self, cutoff_ms: i64) -> Result<u64, StoreError>;
+
+    /// Cheap liveness check of the backend, for readiness.
+    async fn ping(&self) -> Result<(), StoreError>;
+}

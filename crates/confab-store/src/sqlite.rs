@@ -1,0 +1,1308 @@
+//! [`SqliteStore`]: the embedded default [`Store`], one SQLite file in WAL mode.
+//!
+//! Writes go to ONE writer thread that owns the only write connection. Callers put a
+//! request on a bounded queue and await a oneshot reply; the writer takes up to
+//! `max_batch` queued requests, runs them in one transaction (each inside its own
+//! SAVEPOINT, so a failing request fails alone), commits — with `synchronous=FULL`
+//! the commit is the fsync — and only then answers every request of the batch. That
+//! is group commit: under load one fsync acknowledges many writes, and nothing is
+//! ever acknowledged from memory. Because one thread does every write, sequence
+//! numbers are assigned without races.
+//!
+//! Reads run on tokio's blocking pool over a small pool of read-only connections;
+//! WAL lets them proceed while the writer commits, so reads never queue behind writes.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::{AppRecord, Appended, InboxPage, NewPeerMessage, Store, StoreError, StoredPeerMessage};
+
+/// The schema version this build creates and understands (`PRAGMA user_version`).
+const SCHEMA_VERSION: i64 = 1;
+
+/// How many idle read connections are kept open between reads; more are opened
+/// when reads overlap, and closed again afterwards.
+const MAX_IDLE_READERS: usize = 4;
+
+/// Migrations, in order: `MIGRATIONS[i]` takes the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 1: apps, users, peer messages, and the sequence counters. The counters live in
+    // their own tables so that purging messages never lets a position be reused.
+    "
+    CREATE TABLE apps (
+        app_id      INTEGER PRIMARY KEY CHECK (app_id > 0),
+        secret      TEXT NOT NULL,
+        name        TEXT NOT NULL,
+        created_ms  INTEGER NOT NULL
+    ) STRICT;
+
+    CREATE TABLE users (
+        app_id         INTEGER NOT NULL CHECK (app_id > 0),
+        user_id        TEXT NOT NULL,
+        user_name      TEXT NOT NULL,
+        first_seen_ms  INTEGER NOT NULL,
+        last_seen_ms   INTEGER NOT NULL,
+        PRIMARY KEY (app_id, user_id)
+    ) STRICT, WITHOUT ROWID;
+
+    CREATE TABLE peer_messages (
+        message_id        INTEGER PRIMARY KEY AUTOINCREMENT,
+        app_id            INTEGER NOT NULL CHECK (app_id > 0),
+        sender            TEXT NOT NULL,
+        receiver          TEXT NOT NULL,
+        conv_a            TEXT NOT NULL,
+        conv_b            TEXT NOT NULL,
+        conversation_seq  INTEGER NOT NULL CHECK (conversation_seq > 0),
+        inbox_seq         INTEGER NOT NULL CHECK (inbox_seq > 0),
+        kind              INTEGER NOT NULL,
+        body              TEXT NOT NULL,
+        local_message_id  INTEGER NOT NULL,  -- the u64, bit-cast to i64
+        timestamp_ms      INTEGER NOT NULL,
+        priority          INTEGER NOT NULL,
+        UNIQUE (app_id, sender, local_message_id)
+    ) STRICT;
+    CREATE UNIQUE INDEX peer_messages_inbox
+        ON peer_messages (app_id, receiver, inbox_seq);
+    CREATE UNIQUE INDEX peer_messages_conversation
+        ON peer_messages (app_id, conv_a, conv_b, conversation_seq);
+    CREATE INDEX peer_messages_time ON peer_messages (timestamp_ms);
+
+    CREATE TABLE conversations (
+        app_id    INTEGER NOT NULL,
+        conv_a    TEXT NOT NULL,
+        conv_b    TEXT NOT NULL,
+        last_seq  INTEGER NOT NULL,
+        PRIMARY KEY (app_id, conv_a, conv_b)
+    ) STRICT, WITHOUT ROWID;
+
+    CREATE TABLE inboxes (
+        app_id     INTEGER NOT NULL,
+        user_id    TEXT NOT NULL,
+        head_seq   INTEGER NOT NULL,
+        acked_seq  INTEGER NOT NULL,
+        PRIMARY KEY (app_id, user_id)
+    ) STRICT, WITHOUT ROWID;
+    ",
+];
+
+/// Configuration of a [`SqliteStore`]: one struct, every field with its default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqliteConfig {
+    /// The database file. Its parent directories are created if missing. It must be
+    /// a real file (not `:memory:`): readers open it separately.
+    pub path: PathBuf,
+    /// The most write requests committed in one transaction (one fsync). Default 256.
+    pub max_batch: usize,
+    /// Capacity of the writer's request queue. When it is full, writers wait
+    /// (asynchronously) for room instead of failing. Default 8192.
+    pub queue: usize,
+    /// `PRAGMA synchronous=FULL` (default `true`): every commit is fsync'd, so an
+    /// acknowledged write survives a power loss. `false` selects `NORMAL`, which in
+    /// WAL mode survives a crash of the process but not of the machine.
+    pub synchronous_full: bool,
+    /// How long a connection waits for a lock held by another connection (another
+    /// process on the same file, a checkpoint) before failing. Default 5 s.
+    pub busy_timeout: Duration,
+}
+
+impl SqliteConfig {
+    /// Default for [`SqliteConfig::max_batch`].
+    pub const DEFAULT_MAX_BATCH: usize = 256;
+    /// Default for [`SqliteConfig::queue`].
+    pub const DEFAULT_QUEUE: usize = 8192;
+    /// Default for [`SqliteConfig::busy_timeout`].
+    pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+    /// The defaults for the database file at `path`: batches of up to 256 writes, a
+    /// queue of 8192, `synchronous=FULL`, a 5 s busy timeout.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            max_batch: Self::DEFAULT_MAX_BATCH,
+            queue: Self::DEFAULT_QUEUE,
+            synchronous_full: true,
+            busy_timeout: Self::DEFAULT_BUSY_TIMEOUT,
+        }
+    }
+
+    fn validate(&self) -> Result<(), StoreError> {
+        if self.max_batch == 0 {
+            return Err(StoreError::Invalid(
+                "sqlite max_batch must be at least 1".into(),
+            ));
+        }
+        if self.queue == 0 {
+            return Err(StoreError::Invalid(
+                "sqlite queue must be at least 1".into(),
+            ));
+        }
+        if self.path.as_os_str().is_empty() || self.path == Path::new(":memory:") {
+            return Err(StoreError::Invalid(format!(
+                "sqlite path must name a file, not `{}`",
+                self.path.display()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Counters of the writer thread, for tests and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WriterStats {
+    /// Transactions committed (each one fsync with `synchronous=FULL`).
+    pub commits: u64,
+    /// Write requests run (whether they succeeded or not).
+    pub writes: u64,
+    /// The most requests seen in one batch.
+    pub largest_batch: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    commits: AtomicU64,
+    writes: AtomicU64,
+    largest_batch: AtomicU64,
+}
+
+/// The embedded default [`Store`]: one SQLite file, one writer thread doing group
+/// commit, a pool of read connections. See the module docs.
+///
+/// [`SqliteStore::close`] (or dropping the store) stops accepting requests, lets the
+/// writer commit and answer everything already queued, and stops it. After that,
+/// every method fails with [`StoreError::Unavailable`].
+pub struct SqliteStore {
+    path: PathBuf,
+    /// The writer's queue; `None` once the store is closed.
+    writer: Mutex<Option<mpsc::Sender<Box<dyn Job>>>>,
+    /// The writer thread, joined on drop.
+    writer_thread: Mutex<Option<JoinHandle<()>>>,
+    /// Becomes `true` (or its sender is dropped) when the writer thread has stopped.
+    writer_done: watch::Receiver<bool>,
+    readers: Arc<Readers>,
+    stats: Arc<Counters>,
+}
+
+impl fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .field("closed", &self.readers.closed.load(Ordering::Acquire))
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `cfg.path`: creates its parent
+    /// directories, sets WAL mode, `synchronous`, the busy timeout and foreign keys,
+    /// brings the schema up to date, and starts the writer thread.
+    ///
+    /// This blocks on file I/O (and fsyncs when it creates the schema): call it at
+    /// start-up, or from `spawn_blocking`.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] for a bad configuration, [`StoreError::Unavailable`]
+    /// if the file cannot be created or opened or set up, [`StoreError::Corrupt`] if
+    /// it holds a schema newer than this build knows.
+    pub fn open(cfg: SqliteConfig) -> Result<Self, StoreError> {
+        cfg.validate()?;
+        if let Some(parent) = cfg.path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                StoreError::Unavailable(format!(
+                    "cannot create the directory {} for the database: {e}",
+                    parent.display()
+                ))
+            })?;
+        }
+        let conn = open_writer(&cfg)?;
+        let readers = Arc::new(Readers {
+            path: cfg.path.clone(),
+            busy_timeout: cfg.busy_timeout,
+            idle: Mutex::new(Vec::new()),
+            closed: AtomicBool::new(false),
+        });
+        // Fail now, not on the first read, if read connections cannot be opened.
+        let first_reader = readers.open()?;
+        readers.put_back(first_reader);
+
+        let (tx, rx) = mpsc::channel(cfg.queue);
+        let (done_tx, done_rx) = watch::channel(false);
+        let stats = Arc::new(Counters::default());
+        let thread_stats = Arc::clone(&stats);
+        let max_batch = cfg.max_batch;
+        let handle = std::thread::Builder::new()
+            .name("confab-store-writer".into())
+            .spawn(move || {
+                writer_loop(conn, rx, max_batch, &thread_stats);
+                done_tx.send_replace(true);
+            })
+            .map_err(|e| StoreError::Unavailable(format!("cannot start the writer thread: {e}")))?;
+        tracing::info!(path = %cfg.path.display(), "sqlite store open");
+        Ok(Self {
+            path: cfg.path,
+            writer: Mutex::new(Some(tx)),
+            writer_thread: Mutex::new(Some(handle)),
+            writer_done: done_rx,
+            readers,
+            stats,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The writer's counters so far.
+    pub fn stats(&self) -> WriterStats {
+        WriterStats {
+            commits: self.stats.commits.load(Ordering::Relaxed),
+            writes: self.stats.writes.load(Ordering::Relaxed),
+            largest_batch: self.stats.largest_batch.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stops accepting requests, waits until the writer has committed and answered
+    /// every request already queued, and closes the connections. Idempotent; every
+    /// later call on the store fails with [`StoreError::Unavailable`].
+    pub async fn close(&self) {
+        self.stop_accepting();
+        let mut done = self.writer_done.clone();
+        // An error means the sender is gone, i.e. the writer thread ended: also done.
+        let _ = done.wait_for(|stopped| *stopped).await;
+        if let Some(handle) = lock(&self.writer_thread).take() {
+            // Already finished (it signalled `done`), so this does not block.
+            if handle.join().is_err() {
+                tracing::error!("sqlite writer thread panicked");
+            }
+        }
+    }
+
+    fn stop_accepting(&self) {
+        self.readers.closed.store(true, Ordering::Release);
+        lock(&self.readers.idle).clear();
+        if lock(&self.writer).take().is_some() {
+            tracing::info!(path = %self.path.display(), "sqlite store closing");
+        }
+    }
+
+    /// Runs `work` on the writer thread inside the next group commit and returns its
+    /// result once the transaction holding it is durable.
+    async fn write<T, F>(&self, what: &'static str, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let sender = lock(&self.writer).clone().ok_or_else(closed)?;
+        let (reply, answer) = oneshot::channel();
+        let job: Box<dyn Job> = Box::new(Request {
+            what,
+            work: Some(work),
+            result: None,
+            reply,
+        });
+        sender.send(job).await.map_err(|_| {
+            StoreError::Unavailable(format!("{what}: the store writer has stopped"))
+        })?;
+        drop(sender);
+        answer.await.map_err(|_| {
+            StoreError::Unavailable(format!("{what}: the store writer stopped before answering"))
+        })?
+    }
+
+    /// Runs `work` on a read connection, on tokio's blocking pool.
+    async fn read<T, F>(&self, what: &'static str, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        if self.readers.closed.load(Ordering::Acquire) {
+            return Err(closed());
+        }
+        let readers = Arc::clone(&self.readers);
+        tokio::task::spawn_blocking(move || readers.with(work))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("{what}: the read task failed: {e}")))?
+    }
+}
+
+impl Drop for SqliteStore {
+    /// Stops accepting requests and joins the writer after it has committed what was
+    /// queued (bounded by the queue's capacity).
+    fn drop(&mut self) {
+        self.stop_accepting();
+        if let Some(handle) = lock(&self.writer_thread).take() {
+            if handle.join().is_err() {
+                tracing::error!("sqlite writer thread panicked");
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn list_apps(&self) -> Result<Vec<AppRecord>, StoreError> {
+        self.read("list apps", |conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT app_id, secret, name, created_ms FROM apps ORDER BY app_id")
+                .map_err(db("list apps: prepare"))?;
+            let rows = stmt
+                .query_map([], |row| {
+                    Ok((row.get::<_, i64>(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+                })
+                .map_err(db("list apps: query"))?;
+            let mut apps = Vec::new();
+            for row in rows {
+                let (app_id, secret, name, created_ms) = row.map_err(db("list apps: read row"))?;
+                apps.push(AppRecord {
+                    app_id: app_from_sql(app_id)?,
+                    secret,
+                    name,
+                    created_ms,
+                });
+            }
+            Ok(apps)
+        })
+        .await
+    }
+
+    async fn put_app(&self, app: &AppRecord) -> Result<(), StoreError> {
+        check_app(app.app_id)?;
+        let app = app.clone();
+        self.write("put app", move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO apps (app_id, secret, name, created_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (app_id) DO UPDATE SET
+                    secret = excluded.secret, name = excluded.name,
+                    created_ms = excluded.created_ms",
+            )
+            .and_then(|mut s| s.execute(params![app.app_id, app.secret, app.name, app.created_ms]))
+            .map_err(db("put app"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn touch_user(
+        &self,
+        app_id: u32,
+        user_id: &str,
+        user_name: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        check_app(app_id)?;
+        let (user_id, user_name) = (user_id.to_owned(), user_name.to_owned());
+        self.write("touch user", move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO users (app_id, user_id, user_name, first_seen_ms, last_seen_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?4)
+                 ON CONFLICT (app_id, user_id) DO UPDATE SET
+                    user_name = excluded.user_name,
+                    last_seen_ms = max(last_seen_ms, excluded.last_seen_ms)",
+            )
+            .and_then(|mut s| s.execute(params![app_id, user_id, user_name, now_ms]))
+            .map_err(db("touch user"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn append_peer(&self, msg: NewPeerMessage) -> Result<Appended, StoreError> {
+        check_app(msg.app_id)?;
+        self.write("append peer message", move |conn| append_peer(conn, msg))
+            .await
+    }
+
+    async fn inbox_after(
+        &self,
+        app_id: u32,
+        user_id: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<InboxPage, StoreError> {
+        let user_id = user_id.to_owned();
+        self.read("read inbox", move |conn| {
+            inbox_after(conn, app_id, &user_id, after, limit)
+        })
+        .await
+    }
+
+    async fn ack_inbox(
+        &self,
+        app_id: u32,
+        user_id: &str,
+        inbox_seq: u64,
+    ) -> Result<(), StoreError> {
+        check_app(app_id)?;
+        let seq = i64::try_from(inbox_seq).map_err(|_| {
+            StoreError::Invalid(format!("inbox position {inbox_seq} is out of range"))
+        })?;
+        let user_id = user_id.to_owned();
+        self.write("ack inbox", move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO inboxes (app_id, user_id, head_seq, acked_seq) VALUES (?1, ?2, 0, ?3)
+                 ON CONFLICT (app_id, user_id) DO UPDATE SET
+                    acked_seq = max(acked_seq, excluded.acked_seq)",
+            )
+            .and_then(|mut s| s.execute(params![app_id, user_id, seq]))
+            .map_err(db("ack inbox"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn inbox_acked(&self, app_id: u32, user_id: &str) -> Result<u64, StoreError> {
+        let user_id = user_id.to_owned();
+        self.read("read inbox ack", move |conn| {
+            let acked: Option<i64> = conn
+                .prepare_cached("SELECT acked_seq FROM inboxes WHERE app_id = ?1 AND user_id = ?2")
+                .and_then(|mut s| {
+                    s.query_row(params![app_id, user_id], |r| r.get(0))
+                        .optional()
+                })
+                .map_err(db("read inbox ack"))?;
+            seq_from_sql(acked.unwrap_or(0), "acked_seq")
+        })
+        .await
+    }
+
+    async fn purge_before(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
+        self.write("purge messages", move |conn| {
+            let removed = conn
+                .prepare_cached("DELETE FROM peer_messages WHERE timestamp_ms < ?1")
+                .and_then(|mut s| s.execute([cutoff_ms]))
+                .map_err(db("purge messages"))?;
+            Ok(u64::try_from(removed).unwrap_or(u64::MAX))
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        // The writer must be alive (its queue open) and the file readable.
+        let writer_alive = lock(&self.writer)
+            .as_ref()
+            .is_some_and(|tx| !tx.is_closed());
+        if !writer_alive {
+            return Err(if self.readers.closed.load(Ordering::Acquire) {
+                closed()
+            } else {
+                StoreError::Unavailable("the store writer has stopped".into())
+            });
+        }
+        self.read("ping", |conn| {
+            conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+                .map_err(db("ping"))?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Writes (run on the writer thread)
+
+fn append_peer(conn: &Connection, m: NewPeerMessage) -> Result<Appended, StoreError> {
+    let local = local_to_sql(m.local_message_id);
+    let existing = conn
+        .prepare_cached(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM peer_messages
+             WHERE app_id = ?1 AND sender = ?2 AND local_message_id = ?3"
+        ))
+        .and_then(|mut s| {
+            s.query_row(params![m.app_id, m.sender, local], RawMessage::read)
+                .optional()
+        })
+        .map_err(db("append: look for a previous send"))?;
+    if let Some(raw) = existing {
+        return Ok(Appended {
+            message: raw.into_stored()?,
+            duplicate: true,
+        });
+    }
+
+    let (conv_a, conv_b) = if m.sender <= m.receiver {
+        (&m.sender, &m.receiver)
+    } else {
+        (&m.receiver, &m.sender)
+    };
+    let conversation_seq: i64 = conn
+        .prepare_cached(
+            "INSERT INTO conversations (app_id, conv_a, conv_b, last_seq) VALUES (?1, ?2, ?3, 1)
+             ON CONFLICT (app_id, conv_a, conv_b) DO UPDATE SET last_seq = last_seq + 1
+             RETURNING last_seq",
+        )
+        .and_then(|mut s| s.query_row(params![m.app_id, conv_a, conv_b], |r| r.get(0)))
+        .map_err(db("append: advance the conversation seq"))?;
+    let inbox_seq: i64 = conn
+        .prepare_cached(
+            "INSERT INTO inboxes (app_id, user_id, head_seq, acked_seq) VALUES (?1, ?2, 1, 0)
+             ON CONFLICT (app_id, user_id) DO UPDATE SET head_seq = head_seq + 1
+             RETURNING head_seq",
+        )
+        .and_then(|mut s| s.query_row(params![m.app_id, m.receiver], |r| r.get(0)))
+        .map_err(db("append: advance the inbox seq"))?;
+    conn.prepare_cached(
+        "INSERT INTO peer_messages (app_id, sender, receiver, conv_a, conv_b,
+            conversation_seq, inbox_seq, kind, body, local_message_id, timestamp_ms, priority)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            m.app_id,
+            m.sender,
+            m.receiver,
+            conv_a,
+            conv_b,
+            conversation_seq,
+            inbox_seq,
+            m.kind,
+            m.body,
+            local,
+            m.timestamp_ms,
+            m.priority,
+        ])
+    })
+    .map_err(db("append: insert the message"))?;
+    let message_id = conn.last_insert_rowid();
+
+    Ok(Appended {
+        message: StoredPeerMessage {
+            message_id: seq_from_sql(message_id, "message_id")?,
+            conversation_seq: seq_from_sql(conversation_seq, "conversation_seq")?,
+            inbox_seq: seq_from_sql(inbox_seq, "inbox_seq")?,
+            app_id: m.app_id,
+            sender: m.sender,
+            receiver: m.receiver,
+            kind: m.kind,
+            body: m.body,
+            local_message_id: m.local_message_id,
+            timestamp_ms: m.timestamp_ms,
+            priority: m.priority,
+        },
+        duplicate: false,
+    })
+}
+
+// ---------------------------------------------------------------------------------
+// Reads (run on a read connection)
+
+fn inbox_after(
+    conn: &mut Connection,
+    app_id: u32,
+    user_id: &str,
+    after: u64,
+    limit: usize,
+) -> Result<InboxPage, StoreError> {
+    // One read transaction: messages, head and first held are one snapshot.
+    let tx = conn.transaction().map_err(db("read inbox: begin"))?;
+    let head: Option<i64> = tx
+        .prepare_cached("SELECT head_seq FROM inboxes WHERE app_id = ?1 AND user_id = ?2")
+        .and_then(|mut s| {
+            s.query_row(params![app_id, user_id], |r| r.get(0))
+                .optional()
+        })
+        .map_err(db("read inbox: head"))?;
+    let head = seq_from_sql(head.unwrap_or(0), "head_seq")?;
+    let first_held: Option<i64> = tx
+        .prepare_cached(
+            "SELECT min(inbox_seq) FROM peer_messages WHERE app_id = ?1 AND receiver = ?2",
+        )
+        .and_then(|mut s| s.query_row(params![app_id, user_id], |r| r.get(0)))
+        .map_err(db("read inbox: first held"))?;
+    let first_held = match first_held {
+        Some(seq) => seq_from_sql(seq, "inbox_seq")?,
+        None => head + 1,
+    };
+
+    let mut messages = Vec::new();
+    if limit > 0 {
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut stmt = tx
+            .prepare_cached(&format!(
+                "SELECT {MESSAGE_COLUMNS} FROM peer_messages
+                 WHERE app_id = ?1 AND receiver = ?2 AND inbox_seq > ?3
+                 ORDER BY inbox_seq LIMIT ?4"
+            ))
+            .map_err(db("read inbox: prepare"))?;
+        let rows = stmt
+            .query_map(params![app_id, user_id, after, limit], RawMessage::read)
+            .map_err(db("read inbox: query"))?;
+        for row in rows {
+            messages.push(row.map_err(db("read inbox: read row"))?.into_stored()?);
+        }
+    }
+    drop(tx); // read-only: rolling back is ending it
+    Ok(InboxPage {
+        messages,
+        head,
+        first_held,
+    })
+}
+
+const MESSAGE_COLUMNS: &str = "message_id, conversation_seq, inbox_seq, app_id, sender, receiver, \
+     kind, body, local_message_id, timestamp_ms, priority";
+
+/// A `peer_messages` row as SQLite returns it, before range checks.
+struct RawMessage {
+    message_id: i64,
+    conversation_seq: i64,
+    inbox_seq: i64,
+    app_id: i64,
+    sender: String,
+    receiver: String,
+    kind: i64,
+    body: String,
+    local_message_id: i64,
+    timestamp_ms: i64,
+    priority: i64,
+}
+
+impl RawMessage {
+    /// Reads a row selected with [`MESSAGE_COLUMNS`].
+    fn read(row: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            message_id: row.get(0)?,
+            conversation_seq: row.get(1)?,
+            inbox_seq: row.get(2)?,
+            app_id: row.get(3)?,
+            sender: row.get(4)?,
+            receiver: row.get(5)?,
+            kind: row.get(6)?,
+            body: row.get(7)?,
+            local_message_id: row.get(8)?,
+            timestamp_ms: row.get(9)?,
+            priority: row.get(10)?,
+        })
+    }
+
+    fn into_stored(self) -> Result<StoredPeerMessage, StoreError> {
+        let small = |v: i64, what: &str| {
+            u8::try_from(v)
+                .map_err(|_| StoreError::Corrupt(format!("stored {what} {v} is not a u8")))
+        };
+        Ok(StoredPeerMessage {
+            message_id: seq_from_sql(self.message_id, "message_id")?,
+            conversation_seq: seq_from_sql(self.conversation_seq, "conversation_seq")?,
+            inbox_seq: seq_from_sql(self.inbox_seq, "inbox_seq")?,
+            app_id: app_from_sql(self.app_id)?,
+            sender: self.sender,
+            receiver: self.receiver,
+            kind: small(self.kind, "kind")?,
+            body: self.body,
+            local_message_id: local_from_sql(self.local_message_id),
+            timestamp_ms: self.timestamp_ms,
+            priority: small(self.priority, "priority")?,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Conversions and errors
+
+/// `local_message_id` is a u64 stored in SQLite's i64 by bit-cast, so every value
+/// (including those above `i64::MAX`) round-trips; only equality is ever asked of it.
+#[allow(clippy::cast_possible_wrap)]
+fn local_to_sql(local: u64) -> i64 {
+    local as i64
+}
+
+#[allow(clippy::cast_sign_loss)]
+fn local_from_sql(stored: i64) -> u64 {
+    stored as u64
+}
+
+fn seq_from_sql(v: i64, what: &str) -> Result<u64, StoreError> {
+    u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("stored {what} {v} is negative")))
+}
+
+fn app_from_sql(v: i64) -> Result<u32, StoreError> {
+    u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("stored app_id {v} is not a u32")))
+}
+
+fn check_app(app_id: u32) -> Result<(), StoreError> {
+    if app_id == 0 {
+        return Err(StoreError::Invalid("AppID 0 is not a valid app".into()));
+    }
+    Ok(())
+}
+
+/// Maps a database error to [`StoreError::Unavailable`], saying what failed.
+fn db(what: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
+    move |e| StoreError::Unavailable(format!("sqlite: {what}: {e}"))
+}
+
+fn closed() -> StoreError {
+    StoreError::Unavailable("the store is closed".into())
+}
+
+/// Locks, ignoring poisoning: every guarded value stays consistent across a panic.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+// ---------------------------------------------------------------------------------
+// Connections
+
+fn open_writer(cfg: &SqliteConfig) -> Result<Connection, StoreError> {
+    let what = |step: &str| {
+        let path = cfg.path.display().to_string();
+        let step = step.to_owned();
+        move |e: rusqlite::Error| StoreError::Unavailable(format!("sqlite {path}: {step}: {e}"))
+    };
+    let conn = Connection::open_with_flags(
+        &cfg.path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(what("open"))?;
+    conn.busy_timeout(cfg.busy_timeout)
+        .map_err(what("set busy_timeout"))?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .map_err(what("set journal_mode"))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Unavailable(format!(
+            "sqlite {}: journal_mode is {mode}, WAL is required",
+            cfg.path.display()
+        )));
+    }
+    let sync = if cfg.synchronous_full {
+        "FULL"
+    } else {
+        "NORMAL"
+    };
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON;"
+    ))
+    .map_err(what("set synchronous and foreign_keys"))?;
+    migrate(&conn).map_err(|e| match e {
+        StoreError::Unavailable(m) => {
+            StoreError::Unavailable(format!("sqlite {}: {m}", cfg.path.display()))
+        }
+        other => other,
+    })?;
+    Ok(conn)
+}
+
+/// Brings the schema to [`SCHEMA_VERSION`], one migration per transaction.
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let mut version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(db("read user_version"))?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::Corrupt(format!(
+            "the database has schema version {version}; this build knows up to {SCHEMA_VERSION}"
+        )));
+    }
+    while version < SCHEMA_VERSION {
+        let index = usize::try_from(version)
+            .map_err(|_| StoreError::Corrupt(format!("negative schema version {version}")))?;
+        let next = version + 1;
+        conn.execute_batch(&format!(
+            "BEGIN IMMEDIATE; {} PRAGMA user_version = {next}; COMMIT;",
+            MIGRATIONS[index]
+        ))
+        .map_err(|e| {
+            let _ = conn.execute_batch("ROLLBACK");
+            StoreError::Unavailable(format!("migrate the schema to version {next}: {e}"))
+        })?;
+        tracing::info!(version = next, "sqlite schema migrated");
+        version = next;
+    }
+    Ok(())
+}
+
+/// The read connections: idle ones are kept for reuse, more are opened on demand.
+#[derive(Debug)]
+struct Readers {
+    path: PathBuf,
+    busy_timeout: Duration,
+    idle: Mutex<Vec<Connection>>,
+    /// Set by close: no new reads, no connection kept.
+    closed: AtomicBool,
+}
+
+impl Readers {
+    fn open(&self) -> Result<Connection, StoreError> {
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(db("open a read connection"))?;
+        conn.busy_timeout(self.busy_timeout)
+            .map_err(db("set busy_timeout on a read connection"))?;
+        Ok(conn)
+    }
+
+    fn with<T>(
+        &self,
+        work: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let pooled = lock(&self.idle).pop();
+        let mut conn = match pooled {
+            Some(conn) => conn,
+            None => self.open()?,
+        };
+        let result = work(&mut conn);
+        // A connection that just failed is dropped, in case it is the problem.
+        if result.is_ok() {
+            self.put_back(conn);
+        }
+        result
+    }
+
+    fn put_back(&self, conn: Connection) {
+        if self.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let mut idle = lock(&self.idle);
+        if idle.len() < MAX_IDLE_READERS {
+            idle.push(conn);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// The writer thread
+
+/// One queued write request, type-erased so that one queue carries every kind.
+trait Job: Send {
+    /// Runs the write inside the current transaction; `true` if it succeeded.
+    fn execute(&mut self, conn: &Connection) -> bool;
+    /// Answers the caller. `failure` is why the transaction did not commit (`None`
+    /// if it did); a request that failed by itself reports its own error.
+    fn answer(self: Box<Self>, failure: Option<&str>);
+}
+
+struct Request<T, F> {
+    what: &'static str,
+    work: Option<F>,
+    result: Option<Result<T, StoreError>>,
+    reply: oneshot::Sender<Result<T, StoreError>>,
+}
+
+impl<T, F> Job for Request<T, F>
+where
+    T: Send,
+    F: FnOnce(&Connection) -> Result<T, StoreError> + Send,
+{
+    fn execute(&mut self, conn: &Connection) -> bool {
+        let Some(work) = self.work.take() else {
+            return false;
+        };
+        let result = work(conn);
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    fn answer(self: Box<Self>, failure: Option<&str>) {
+        let what = self.what;
+        let outcome = match (self.result, failure) {
+            (Some(Err(e)), _) => Err(e),
+            (Some(Ok(value)), None) => Ok(value),
+            (_, Some(why)) => Err(StoreError::Unavailable(format!("{what}: {why}"))),
+            (None, None) => Err(StoreError::Unavailable(format!(
+                "{what}: the write was not run"
+            ))),
+        };
+        // The caller may have given up waiting; the write stands regardless.
+        let _ = self.reply.send(outcome);
+    }
+}
+
+fn writer_loop(
+    conn: Connection,
+    mut queue: mpsc::Receiver<Box<dyn Job>>,
+    max_batch: usize,
+    stats: &Counters,
+) {
+    let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(max_batch.min(1024));
+    // Ends when every sender is gone (the store closed) and the queue is drained.
+    while let Some(first) = queue.blocking_recv() {
+        batch.push(first);
+        while batch.len() < max_batch {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        commit_batch(&conn, &mut batch, stats);
+    }
+    if let Err((_, e)) = conn.close() {
+        tracing::warn!(error = %e, "sqlite writer connection did not close cleanly");
+    }
+    tracing::debug!("sqlite writer stopped");
+}
+
+/// Runs `batch` in one transaction, each request in its own savepoint, commits, and
+/// then answers every request.
+fn commit_batch(conn: &Connection, batch: &mut Vec<Box<dyn Job>>, stats: &Counters) {
+    let size = batch.len() as u64;
+    stats.writes.fetch_add(size, Ordering::Relaxed);
+    stats.largest_batch.fetch_max(size, Ordering::Relaxed);
+
+    let outcome = run_transaction(conn, batch);
+    match &outcome {
+        Ok(()) => {
+            stats.commits.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(why) => {
+            tracing::warn!(error = %why, writes = size, "sqlite write batch failed");
+            if !conn.is_autocommit() {
+                if let Err(e) = conn.execute_batch("ROLLBACK") {
+                    tracing::warn!(error = %e, "sqlite rollback failed");
+                }
+            }
+        }
+    }
+    let failure = outcome.err();
+    for job in batch.drain(..) {
+        job.answer(failure.as_deref());
+    }
+}
+
+fn run_transaction(conn: &Connection, batch: &mut [Box<dyn Job>]) -> Result<(), String> {
+    conn.execute_batch("BEGIN IMMEDIATE")
+        .map_err(|e| format!("sqlite: could not begin a write transaction: {e}"))?;
+    for job in batch.iter_mut() {
+        conn.execute_batch("SAVEPOINT request")
+            .map_err(|e| format!("sqlite: could not open a savepoint: {e}"))?;
+        let ok = job.execute(conn);
+        // Some errors (I/O, disk full) make SQLite roll back the whole transaction.
+        if conn.is_autocommit() {
+            return Err("sqlite: the transaction was rolled back by an error".into());
+        }
+        let end = if ok {
+            "RELEASE request"
+        } else {
+            "ROLLBACK TO request; RELEASE request"
+        };
+        conn.execute_batch(end)
+            .map_err(|e| format!("sqlite: could not end a savepoint: {e}"))?;
+    }
+    conn.execute_batch("COMMIT")
+        .map_err(|e| format!("sqlite: commit failed: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(sender: &str, receiver: &str, local: u64) -> NewPeerMessage {
+        NewPeerMessage {
+            app_id: 1,
+            sender: sender.into(),
+            receiver: receiver.into(),
+            kind: 1,
+            body: format!("{sender}->{receiver} {local}"),
+            local_message_id: local,
+            timestamp_ms: 1_000,
+            priority: 2,
+        }
+    }
+
+    fn open(dir: &tempfile::TempDir) -> SqliteStore {
+        SqliteStore::open(SqliteConfig::new(dir.path().join("confab.db"))).expect("open")
+    }
+
+    /// Without the `conformance` feature the `it` test binary cannot see the suite,
+    /// so it runs here; with the feature it runs there (once is enough).
+    #[cfg(not(feature = "conformance"))]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn passes_the_conformance_suite() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let counter = AtomicU64::new(0);
+        crate::conformance::run_all(|| {
+            let n = counter.fetch_add(1, Ordering::Relaxed);
+            let path = dir.path().join(format!("check-{n}.db"));
+            async move { SqliteStore::open(SqliteConfig::new(path)).expect("open") }
+        })
+        .await;
+    }
+
+    #[test]
+    fn config_defaults_and_validation() {
+        let cfg = SqliteConfig::new("/x/y.db");
+        assert_eq!(cfg.max_batch, 256);
+        assert_eq!(cfg.queue, 8192);
+        assert!(cfg.synchronous_full);
+        assert_eq!(cfg.busy_timeout, Duration::from_secs(5));
+        for bad in [
+            SqliteConfig {
+                max_batch: 0,
+                ..cfg.clone()
+            },
+            SqliteConfig {
+                queue: 0,
+                ..cfg.clone()
+            },
+            SqliteConfig::new(":memory:"),
+            SqliteConfig::new(""),
+        ] {
+            assert!(matches!(
+                SqliteStore::open(bad),
+                Err(StoreError::Invalid(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn open_sets_pragmas_and_schema_version() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("nested/dirs/confab.db");
+        let store = SqliteStore::open(SqliteConfig::new(&path)).expect("open");
+        assert!(path.exists(), "parent directories and file are created");
+        drop(store);
+        let conn = Connection::open(&path).expect("reopen raw");
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .expect("mode");
+        assert_eq!(mode, "wal");
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .expect("v");
+        assert_eq!(version, SCHEMA_VERSION);
+        // A second open of a migrated file migrates nothing and works.
+        drop(conn);
+        let _again = SqliteStore::open(SqliteConfig::new(&path)).expect("open again");
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("confab.db");
+        Connection::open(&path)
+            .expect("raw")
+            .execute_batch("PRAGMA user_version = 99")
+            .expect("set");
+        let err = SqliteStore::open(SqliteConfig::new(&path)).expect_err("must refuse");
+        assert!(
+            matches!(err, StoreError::Corrupt(ref m) if m.contains("99")),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn touch_user_creates_then_updates() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(&dir);
+        store
+            .touch_user(1, "alice", "Alice", 100)
+            .await
+            .expect("touch");
+        store
+            .touch_user(1, "alice", "Alice B", 200)
+            .await
+            .expect("touch");
+        store
+            .touch_user(1, "alice", "Alice C", 150)
+            .await
+            .expect("touch (clock went back)");
+        store
+            .touch_user(2, "alice", "Other app", 300)
+            .await
+            .expect("touch");
+        let path = store.path().to_owned();
+        store.close().await;
+        let conn = Connection::open(path).expect("raw");
+        let row: (String, i64, i64) = conn
+            .query_row(
+                "SELECT user_name, first_seen_ms, last_seen_ms FROM users
+                 WHERE app_id = 1 AND user_id = 'alice'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .expect("row");
+        assert_eq!(row, ("Alice C".to_owned(), 100, 200));
+        let users: i64 = conn
+            .query_row("SELECT count(*) FROM users", [], |r| r.get(0))
+            .expect("n");
+        assert_eq!(users, 2);
+    }
+
+    #[tokio::test]
+    async fn local_ids_are_stored_bit_cast() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(&dir);
+        store
+            .append_peer(msg("a", "b", u64::MAX))
+            .await
+            .expect("append");
+        let path = store.path().to_owned();
+        drop(store);
+        let conn = Connection::open(path).expect("raw");
+        let stored: i64 = conn
+            .query_row("SELECT local_message_id FROM peer_messages", [], |r| {
+                r.get(0)
+            })
+            .expect("row");
+        assert_eq!(stored, -1);
+    }
+
+    /// Waits until `n` requests wait in the writer's queue.
+    async fn wait_until_queued(store: &SqliteStore, n: usize) {
+        loop {
+            let queued = lock(&store.writer)
+                .as_ref()
+                .map_or(0, |tx| tx.max_capacity() - tx.capacity());
+            if queued >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// A request that fails inside a batch is rolled back alone; the others of the
+    /// same transaction commit.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_request_fails_alone_in_its_batch() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(open(&dir));
+        // Hold the writer busy until the next three requests are queued, so that
+        // they share one batch, in a known order.
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let blocker = tokio::spawn({
+            let store = Arc::clone(&store);
+            async move {
+                store
+                    .write("block", move |_| {
+                        go_rx.recv().expect("go");
+                        Ok(())
+                    })
+                    .await
+            }
+        });
+        while store.stats().writes == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let good1 = tokio::spawn({
+            let store = Arc::clone(&store);
+            async move { store.append_peer(msg("a", "b", 1)).await }
+        });
+        wait_until_queued(&store, 1).await;
+        let bad = tokio::spawn({
+            let store = Arc::clone(&store);
+            async move {
+                store
+                    .write("bad", |conn| {
+                        conn.execute("INSERT INTO apps VALUES (77, 's', 'n', 0)", [])
+                            .map_err(db("insert"))?;
+                        // Then fail in the database: the app insert must vanish too.
+                        conn.execute("INSERT INTO no_such_table VALUES (1)", [])
+                            .map_err(db("bad"))?;
+                        Ok(())
+                    })
+                    .await
+            }
+        });
+        wait_until_queued(&store, 2).await;
+        let good2 = tokio::spawn({
+            let store = Arc::clone(&store);
+            async move { store.append_peer(msg("a", "b", 2)).await }
+        });
+        wait_until_queued(&store, 3).await;
+        go_tx.send(()).expect("release the writer");
+
+        blocker.await.expect("join").expect("blocker");
+        let first = good1.await.expect("join").expect("good1");
+        let err = bad.await.expect("join").expect_err("bad must fail");
+        let second = good2.await.expect("join").expect("good2");
+        assert!(
+            matches!(err, StoreError::Unavailable(ref m) if m.contains("no_such_table")),
+            "{err}"
+        );
+        assert_eq!((first.message.inbox_seq, second.message.inbox_seq), (1, 2));
+        let stats = store.stats();
+        assert_eq!(stats.writes, 4);
+        assert_eq!(
+            stats.commits, 2,
+            "blocker alone, then the three together: {stats:?}"
+        );
+        assert_eq!(stats.largest_batch, 3);
+        assert!(
+            store.list_apps().await.expect("apps").is_empty(),
+            "the bad insert rolled back"
+        );
+        let page = store.inbox_after(1, "b", 0, 10).await.expect("inbox");
+        assert_eq!(page.messages, vec![first.message, second.message]);
+    }
+
+    /// A queue of one still serves many concurrent writers: they wait, not fail.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_queue_makes_writers_wait() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = SqliteConfig {
+            queue: 1,
+            max_batch: 4,
+            ..SqliteConfig::new(dir.path().join("q.db"))
+        };
+        let store = Arc::new(SqliteStore::open(cfg).expect("open"));
+        let tasks: Vec<_> = (0..64)
+            .map(|i| {
+                let store = Arc::clone(&store);
+                tokio::spawn(async move { store.append_peer(msg(&format!("s{i}"), "r", 1)).await })
+            })
+            .collect();
+        for task in tasks {
+            task.await.expect("join").expect("append");
+        }
+        let page = store.inbox_after(1, "r", 0, 100).await.expect("inbox");
+        assert_eq!(page.head, 64);
+        assert!(store.stats().largest_batch <= 4);
+    }
+
+    #[tokio::test]
+    async fn close_is_idempotent_and_everything_fails_after() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(&dir);
+        store.ping().await.expect("ping while open");
+        store.close().await;
+        store.close().await;
+        assert!(matches!(
+            store.ping().await,
+            Err(StoreError::Unavailable(_))
+        ));
+        assert!(matches!(
+            store.append_peer(msg("a", "b", 1)).await,
+            Err(StoreError::Unavailable(_))
+        ));
+        assert!(matches!(
+            store.list_apps().await,
+            Err(StoreError::Unavailable(_))
+        ));
+        assert!(matches!(
+            store.inbox_after(1, "b", 0, 1).await,
+            Err(StoreError::Unavailable(_))
+        ));
+        let shown = format!("{store:?}");
+        assert!(shown.contains("closed: true"), "{shown}");
+    }
+
+    #[tokio::test]
+    async fn out_of_range_arguments_are_invalid() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(&dir);
+        let err = store
+            .ack_inbox(1, "b", u64::MAX)
+            .await
+            .expect_err("too big");
+        assert!(matches!(err, StoreError::Invalid(_)), "{err}");
+        // Reading past any representable position is simply empty.
+        let page = store
+            .inbox_after(1, "b", u64::MAX, usize::MAX)
+            .await
+            .expect("inbox");
+        assert_eq!((page.messages.len(), page.head, page.first_held), (0, 0, 1));
+    }
+}
