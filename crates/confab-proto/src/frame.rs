@@ -22,6 +22,7 @@ use crate::ErrorCode;
 
 pub use crate::message::*;
 pub use crate::ops::*;
+pub use crate::rooms::*;
 
 /// The protocol version this crate speaks. Every frame carries it as `v`.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -136,6 +137,30 @@ frame_enum! {
         SendPeerMessage(SendPeerMessageRequest) = "sendPeerMessage",
         /// Acknowledge receipt of peer messages up to an inbox position.
         AckInbox(AckInboxRequest) = "ackInbox",
+        /// Create a room and join it.
+        CreateRoom(CreateRoomRequest) = "createRoom",
+        /// Join an existing room.
+        JoinRoom(JoinRoomRequest) = "joinRoom",
+        /// Create the room if needed, then join it.
+        EnterRoom(EnterRoomRequest) = "enterRoom",
+        /// Leave a room.
+        LeaveRoom(RoomIdRequest) = "leaveRoom",
+        /// A page of a room's members.
+        QueryRoomMemberList(QueryRoomMemberListRequest) = "queryRoomMemberList",
+        /// How many members a room has.
+        QueryRoomOnlineMemberCount(RoomIdRequest) = "queryRoomOnlineMemberCount",
+        /// Set room attributes.
+        SetRoomAttributes(SetRoomAttributesRequest) = "setRoomAttributes",
+        /// Delete room attributes.
+        DeleteRoomAttributes(DeleteRoomAttributesRequest) = "deleteRoomAttributes",
+        /// Set and delete room attributes in one step.
+        BatchRoomAttributes(BatchRoomAttributesRequest) = "batchRoomAttributes",
+        /// All attributes of a room.
+        QueryRoomAllAttributes(RoomIdRequest) = "queryRoomAllAttributes",
+        /// Send a message to a room.
+        SendRoomMessage(SendRoomMessageRequest) = "sendRoomMessage",
+        /// A page of a conversation's stored messages.
+        QueryHistoryMessage(QueryHistoryRequest) = "queryHistoryMessage",
     }
 }
 
@@ -152,6 +177,20 @@ frame_enum! {
         SyncComplete(SyncComplete) = "syncComplete",
         /// The server is about to close the connection, and why.
         Disconnect(Disconnect) = "disconnect",
+        /// One or more messages of one room.
+        ReceiveRoomMessage(ReceiveRoomMessage) = "receiveRoomMessage",
+        /// Members joined a room (batched).
+        RoomMemberJoined(RoomMembersChanged) = "roomMemberJoined",
+        /// Members left a room (batched).
+        RoomMemberLeft(RoomMembersChanged) = "roomMemberLeft",
+        /// The state of the client's membership in a room changed.
+        RoomStateChanged(RoomStateChanged) = "roomStateChanged",
+        /// A room's attributes changed (one update).
+        RoomAttributesUpdated(RoomAttributesUpdated) = "roomAttributesUpdated",
+        /// A room's attributes changed (a batch of updates).
+        RoomAttributesBatchUpdated(RoomAttributesUpdated) = "roomAttributesBatchUpdated",
+        /// Room messages were missed and are no longer held.
+        RoomSyncGap(RoomSyncGap) = "roomSyncGap",
     }
 }
 

@@ -10,5 +10,6 @@ mod error_code;
 pub mod frame;
 mod message;
 mod ops;
+mod rooms;
 
 pub use error_code::{ErrorCode, UnknownErrorCode};

@@ -32,6 +32,15 @@ pub struct LoginRequest {
         skip_serializing_if = "Option::is_none"
     )]
     pub last_inbox_seq: Option<u64>,
+    /// After a reconnect: the last seq this client saw in each room it was in. The
+    /// server restores the rooms the user is still a member of and pushes what was
+    /// missed after these seqs.
+    #[serde(
+        rename = "roomSeqs",
+        default,
+        skip_serializing_if = "std::collections::BTreeMap::is_empty"
+    )]
+    pub room_seqs: std::collections::BTreeMap<String, u64>,
 }
 
 /// Reply to `login`.

@@ -8,14 +8,59 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use axum::extract::ws::Utf8Bytes;
 use bytes::{BufMut, Bytes, BytesMut};
 use confab_broker::Handler;
 use confab_proto::frame::{DisconnectReason, Priority};
 use tokio::sync::{mpsc, watch};
 
+use crate::outbox::{Class, Outbox};
+
 /// The topic of one user of one app. Every session of the user listens to it.
 pub(crate) fn user_topic(app_id: u32, user_id: &str) -> String {
     format!("u:{app_id}:{user_id}")
+}
+
+/// The topic of one room of one app. Every node with a local member listens to it.
+pub(crate) fn room_topic(app_id: u32, room_id: &str) -> String {
+    format!("r:{app_id}:{room_id}")
+}
+
+/// How a room publication is treated by a receiver's outbound queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RoomClass {
+    /// A stored message or a control event: never shed.
+    Stored,
+    /// An unstored message with its priority.
+    Live(Priority),
+    /// Barrage: shed first.
+    Barrage,
+}
+
+impl RoomClass {
+    fn code(self) -> u8 {
+        match self {
+            RoomClass::Stored => 0,
+            RoomClass::Live(p) => p.code(),
+            RoomClass::Barrage => 20,
+        }
+    }
+
+    fn from_code(n: u8) -> Option<RoomClass> {
+        match n {
+            0 => Some(RoomClass::Stored),
+            20 => Some(RoomClass::Barrage),
+            n => Priority::from_code(n).map(RoomClass::Live),
+        }
+    }
+
+    pub(crate) fn outbox_class(self) -> Class {
+        match self {
+            RoomClass::Stored => Class::Stored,
+            RoomClass::Live(p) => Class::Live(p),
+            RoomClass::Barrage => Class::Barrage,
+        }
+    }
 }
 
 /// What travels over the broker.
@@ -27,11 +72,18 @@ pub(crate) enum Envelope {
     Live { priority: Priority, frame: Bytes },
     /// A new session of the user started; every other session of the user must go.
     Kick { session_id: u64 },
+    /// A frame for every local member of a room except `sender` (empty: everyone).
+    Room {
+        class: RoomClass,
+        sender: String,
+        frame: Bytes,
+    },
 }
 
 const STORED: u8 = 1;
 const LIVE: u8 = 2;
 const KICK: u8 = 3;
+const ROOM: u8 = 4;
 
 impl Envelope {
     pub(crate) fn encode(&self) -> Bytes {
@@ -53,6 +105,19 @@ impl Envelope {
                 b = BytesMut::with_capacity(9);
                 b.put_u8(KICK);
                 b.put_u64(*session_id);
+            }
+            Envelope::Room {
+                class,
+                sender,
+                frame,
+            } => {
+                b = BytesMut::with_capacity(3 + sender.len() + frame.len());
+                b.put_u8(ROOM);
+                b.put_u8(class.code());
+                // User IDs are at most 32 bytes.
+                b.put_u8(u8::try_from(sender.len()).unwrap_or(u8::MAX));
+                b.put_slice(sender.as_bytes());
+                b.put_slice(frame);
             }
         }
         b.freeze()
@@ -76,6 +141,16 @@ impl Envelope {
             KICK => Some(Envelope::Kick {
                 session_id: u64::from_be_bytes(rest.get(..8)?.try_into().ok()?),
             }),
+            ROOM => {
+                let class = RoomClass::from_code(*rest.first()?)?;
+                let len = usize::from(*rest.get(1)?);
+                let sender = std::str::from_utf8(rest.get(2..2 + len)?).ok()?.to_owned();
+                Some(Envelope::Room {
+                    class,
+                    sender,
+                    frame: payload.slice(3 + len..),
+                })
+            }
             _ => None,
         }
     }
@@ -90,12 +165,17 @@ pub(crate) struct SessionLink {
     pub(crate) events: mpsc::Sender<Envelope>,
     /// Set to make the session disconnect (used when `events` is full).
     pub(crate) kill: watch::Sender<Option<DisconnectReason>>,
+    /// The session's outbound queue, for room frames delivered directly.
+    pub(crate) outbox: Outbox,
+    /// The session's user, so a sender does not receive its own room messages.
+    pub(crate) user_id: String,
 }
 
-/// Local sessions by (app, user).
+/// Local sessions by (app, user), and by (app, room) for the rooms they are in.
 #[derive(Debug, Default)]
 pub(crate) struct Hub {
     sessions: Mutex<HashMap<(u32, String), Vec<SessionLink>>>,
+    rooms: Mutex<HashMap<(u32, String), Vec<SessionLink>>>,
 }
 
 impl Hub {
@@ -117,6 +197,63 @@ impl Hub {
         }
     }
 
+    /// Adds a session to a room's local members (idempotent per session).
+    pub(crate) fn join_room(&self, app_id: u32, room_id: &str, link: SessionLink) {
+        let mut map = self.rooms.lock().expect("hub lock");
+        let list = map.entry((app_id, room_id.to_owned())).or_default();
+        if !list.iter().any(|l| l.id == link.id) {
+            list.push(link);
+        }
+    }
+
+    /// Removes a session from a room's local members; true if it was there.
+    pub(crate) fn leave_room(&self, app_id: u32, room_id: &str, session_id: u64) -> bool {
+        let mut map = self.rooms.lock().expect("hub lock");
+        let key = (app_id, room_id.to_owned());
+        let Some(list) = map.get_mut(&key) else {
+            return false;
+        };
+        let before = list.len();
+        list.retain(|l| l.id != session_id);
+        let removed = list.len() != before;
+        if list.is_empty() {
+            map.remove(&key);
+        }
+        removed
+    }
+
+    fn deliver_room(
+        &self,
+        app_id: u32,
+        room_id: &str,
+        class: RoomClass,
+        sender: &str,
+        frame: &Bytes,
+    ) {
+        let links = {
+            let map = self.rooms.lock().expect("hub lock");
+            match map.get(&(app_id, room_id.to_owned())) {
+                Some(list) => list.clone(),
+                None => return,
+            }
+        };
+        let Ok(text) = Utf8Bytes::try_from(frame.clone()) else {
+            return;
+        };
+        for link in links {
+            if !sender.is_empty() && link.user_id == sender {
+                continue;
+            }
+            if link
+                .outbox
+                .push(text.clone(), class.outbox_class())
+                .is_err()
+            {
+                let _ = link.kill.send(Some(DisconnectReason::SlowConsumer));
+            }
+        }
+    }
+
     /// Number of logged-in local sessions.
     pub(crate) fn len(&self) -> usize {
         self.sessions
@@ -127,22 +264,40 @@ impl Hub {
             .sum()
     }
 
-    fn parse_topic(topic: &str) -> Option<(u32, &str)> {
-        let rest = topic.strip_prefix("u:")?;
-        let (app, user) = rest.split_once(':')?;
-        Some((app.parse().ok()?, user))
+    /// `(kind, app, id)` of a `u:` or `r:` topic.
+    fn parse_topic(topic: &str) -> Option<(char, u32, &str)> {
+        let (kind, rest) = topic.split_once(':')?;
+        let kind = match kind {
+            "u" => 'u',
+            "r" => 'r',
+            _ => return None,
+        };
+        let (app, id) = rest.split_once(':')?;
+        Some((kind, app.parse().ok()?, id))
     }
 }
 
 impl Handler for Hub {
     fn on_publication(&self, topic: &str, payload: &Bytes) {
-        let Some((app_id, user_id)) = Hub::parse_topic(topic) else {
+        let Some((kind, app_id, id)) = Hub::parse_topic(topic) else {
             return;
         };
         let Some(envelope) = Envelope::decode(payload) else {
             tracing::warn!(topic, "undecodable publication dropped");
             return;
         };
+        if kind == 'r' {
+            if let Envelope::Room {
+                class,
+                sender,
+                frame,
+            } = &envelope
+            {
+                self.deliver_room(app_id, id, *class, sender, frame);
+            }
+            return;
+        }
+        let user_id = id;
         let links = {
             let map = self.sessions.lock().expect("hub lock");
             match map.get(&(app_id, user_id.to_owned())) {
@@ -175,6 +330,16 @@ mod tests {
                 frame: Bytes::from_static(b"x"),
             },
             Envelope::Kick { session_id: 7 },
+            Envelope::Room {
+                class: RoomClass::Live(Priority::Medium),
+                sender: "alice".into(),
+                frame: Bytes::from_static(b"{}"),
+            },
+            Envelope::Room {
+                class: RoomClass::Barrage,
+                sender: String::new(),
+                frame: Bytes::new(),
+            },
         ] {
             assert_eq!(Envelope::decode(&e.encode()), Some(e));
         }
@@ -185,7 +350,14 @@ mod tests {
 
     #[test]
     fn topics_parse_with_colons_in_user_ids() {
-        assert_eq!(Hub::parse_topic(&user_topic(5, "a:b")), Some((5, "a:b")));
-        assert_eq!(Hub::parse_topic("r:5:x"), None);
+        assert_eq!(
+            Hub::parse_topic(&user_topic(5, "a:b")),
+            Some(('u', 5, "a:b"))
+        );
+        assert_eq!(
+            Hub::parse_topic(&room_topic(5, "x:y")),
+            Some(('r', 5, "x:y"))
+        );
+        assert_eq!(Hub::parse_topic("q:5:x"), None);
     }
 }

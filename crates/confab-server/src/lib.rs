@@ -13,6 +13,7 @@ mod http;
 mod hub;
 mod logs;
 mod outbox;
+mod rooms;
 mod session;
 mod state;
 mod validate;
@@ -174,6 +175,7 @@ impl Server {
             ..
         } = self;
         let retention = spawn_retention(shared.clone());
+        let room_tasks = rooms::spawn_room_tasks(shared.clone());
         let app = http::router(shared.clone());
         let tx = shutdown_tx.clone();
         let result = axum::serve(listener, app)
@@ -184,6 +186,7 @@ impl Server {
             .await;
         let _ = shutdown_tx.send(true);
         retention.abort();
+        room_tasks.abort();
         // Sessions saw the signal; give them time to say goodbye.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while shared.metrics.connections.load(Ordering::Relaxed) > 0

@@ -24,6 +24,8 @@ pub(crate) enum Class {
     Stored,
     /// A live push of an unstored type.
     Live(Priority),
+    /// A Barrage push: shed first.
+    Barrage,
 }
 
 /// An item for the writer task.
@@ -85,6 +87,7 @@ impl Outbox {
     /// unstored classes); `Err(Slow)` means the queue is full.
     pub(crate) fn push(&self, text: Utf8Bytes, class: Class) -> Result<bool, Slow> {
         let shed_at = match class {
+            Class::Barrage => Some(25),
             Class::Live(Priority::Low) => Some(50),
             Class::Live(Priority::Medium) => Some(75),
             Class::Live(Priority::High) | Class::Reply | Class::Stored => None,

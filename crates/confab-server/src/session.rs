@@ -31,6 +31,12 @@ use futures_util::stream::SplitStream;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep_until};
 
+mod rooms;
+
+pub(crate) use rooms::publish_attribute_deletes;
+
+use std::collections::BTreeSet;
+
 use crate::hub::{Envelope, SessionLink, user_topic};
 use crate::outbox::{self, Class, Outbox, Slow};
 use crate::state::{App, Metrics, Shared};
@@ -47,6 +53,7 @@ type Ending = Option<(DisconnectReason, String)>;
 struct LoggedIn {
     app: Arc<App>,
     user_id: String,
+    user_name: String,
     topic: String,
     /// Expiry of the current token, Unix seconds.
     token_expire: i64,
@@ -77,6 +84,7 @@ pub(crate) async fn run(shared: Arc<Shared>, socket: WebSocket) {
         kill_tx,
         kill_rx,
         live_sent: VecDeque::new(),
+        rooms: BTreeSet::new(),
     };
     let mut stream = stream;
     let ending = session.serve(&mut stream).await;
@@ -110,6 +118,8 @@ struct Session {
     kill_rx: watch::Receiver<Option<DisconnectReason>>,
     /// Recent unstored sends: (localMessageID, reply), for idempotent retries.
     live_sent: VecDeque<(u64, SendMessageReply)>,
+    /// Rooms this connection is attached to (a member receiving live messages).
+    rooms: BTreeSet<String>,
 }
 
 fn slow() -> Ending {
@@ -120,6 +130,36 @@ fn slow() -> Ending {
 }
 
 impl Session {
+    /// How the hub reaches this session.
+    fn link(&self) -> SessionLink {
+        SessionLink {
+            id: self.id,
+            events: self.events_tx.clone(),
+            kill: self.kill_tx.clone(),
+            outbox: self.outbox.clone(),
+            user_id: self
+                .login
+                .as_ref()
+                .map(|l| l.user_id.clone())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The first reply of an unstored send with this localMessageID, if recent.
+    fn live_duplicate(&self, local_message_id: u64) -> Option<SendMessageReply> {
+        self.live_sent
+            .iter()
+            .find(|(local, _)| *local == local_message_id)
+            .map(|(_, reply)| reply.clone())
+    }
+
+    fn remember_live(&mut self, local_message_id: u64, reply: SendMessageReply) {
+        if self.live_sent.len() >= LIVE_DEDUP {
+            self.live_sent.pop_front();
+        }
+        self.live_sent.push_back((local_message_id, reply));
+    }
+
     fn limits(&self) -> &crate::config::Limits {
         self.login
             .as_ref()
@@ -282,6 +322,18 @@ impl Session {
             (true, Request::RenewToken(req)) => self.renew(id, &req),
             (true, Request::SendPeerMessage(req)) => self.send_peer(id, req).await,
             (true, Request::AckInbox(req)) => self.ack(id, req).await,
+            (true, Request::CreateRoom(req)) => self.create_room(id, req).await,
+            (true, Request::JoinRoom(req)) => self.join_room(id, req).await,
+            (true, Request::EnterRoom(req)) => self.enter_room(id, req).await,
+            (true, Request::LeaveRoom(req)) => self.leave_room(id, req).await,
+            (true, Request::QueryRoomMemberList(req)) => self.query_members(id, req).await,
+            (true, Request::QueryRoomOnlineMemberCount(req)) => self.query_count(id, req).await,
+            (true, Request::SetRoomAttributes(req)) => self.set_attributes(id, req).await,
+            (true, Request::DeleteRoomAttributes(req)) => self.delete_attributes(id, req).await,
+            (true, Request::BatchRoomAttributes(req)) => self.batch_attributes(id, req).await,
+            (true, Request::QueryRoomAllAttributes(req)) => self.query_attributes(id, req).await,
+            (true, Request::SendRoomMessage(req)) => self.send_room(id, req).await,
+            (true, Request::QueryHistoryMessage(req)) => self.query_history(id, req).await,
             (true, other) => self.error(
                 id,
                 ErrorCode::ParamInvalid,
@@ -356,15 +408,9 @@ impl Session {
 
         // Become the user's one session: register, listen, and kick the others.
         let topic = user_topic(app.id, &req.user_id);
-        shared.hub.insert(
-            app.id,
-            &req.user_id,
-            SessionLink {
-                id: self.id,
-                events: self.events_tx.clone(),
-                kill: self.kill_tx.clone(),
-            },
-        );
+        let mut link = self.link();
+        link.user_id.clone_from(&req.user_id);
+        shared.hub.insert(app.id, &req.user_id, link);
         if let Err(e) = shared.broker.subscribe(&topic).await {
             shared.hub.remove(app.id, &req.user_id, self.id);
             return self.reply(&internal("the broker is unavailable", &e));
@@ -388,6 +434,7 @@ impl Session {
         self.login = Some(LoggedIn {
             app,
             user_id: req.user_id,
+            user_name: req.user_name,
             topic,
             token_expire: claims.expire,
             warned: false,
@@ -416,7 +463,8 @@ impl Session {
         {
             return slow();
         }
-        None
+        // Rooms kept through the reconnect grace period come back.
+        self.restore_rooms(&req.room_seqs).await
     }
 
     /// Pushes a page of stored messages (announcing a gap first if retention removed
@@ -501,7 +549,8 @@ impl Session {
                 DisconnectReason::KickedOut,
                 "this user logged in on another connection".into(),
             )),
-            Envelope::Kick { .. } => None,
+            // Room frames go straight to the outbox from the hub.
+            Envelope::Kick { .. } | Envelope::Room { .. } => None,
             Envelope::Live { priority, frame } => {
                 let class = Class::Live(priority);
                 match utf8(frame) {
@@ -615,12 +664,7 @@ impl Session {
             return self.error(id, ErrorCode::ParamInvalid, msg);
         }
         if req.kind == MessageType::Command {
-            if let Some((_, first)) = self
-                .live_sent
-                .iter()
-                .find(|(local, _)| *local == req.local_message_id)
-            {
-                let first = first.clone();
+            if let Some(first) = self.live_duplicate(req.local_message_id) {
                 return self.reply(&Reply::ok(id, &first));
             }
         }
@@ -730,6 +774,12 @@ impl Session {
     /// Tells the client why (when the server ends the session), closes, and leaves
     /// the hub and the broker topic.
     async fn finish(&mut self, ending: Ending) {
+        let reason = ending.as_ref().map(|(r, _)| *r);
+        self.release_rooms(
+            reason == Some(DisconnectReason::Logout),
+            reason == Some(DisconnectReason::KickedOut),
+        )
+        .await;
         if let Some(login) = self.login.take() {
             self.shared
                 .hub

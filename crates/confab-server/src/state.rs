@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use crate::clock::Clock;
 use crate::config::{Config, Limits, ResolvedApp};
 use crate::hub::Hub;
+use crate::rooms::Rooms;
 
 /// One hosted app at run time.
 #[derive(Debug)]
@@ -26,6 +27,8 @@ pub(crate) struct App {
     pub(crate) user_sends: DefaultKeyedRateLimiter<String>,
     /// Text + Command sends of the whole app.
     pub(crate) app_sends: DefaultDirectRateLimiter,
+    /// Barrage sends per user; the excess is dropped.
+    pub(crate) barrage: DefaultKeyedRateLimiter<String>,
 }
 
 fn nz(n: u32) -> NonZeroU32 {
@@ -33,6 +36,16 @@ fn nz(n: u32) -> NonZeroU32 {
 }
 
 impl App {
+    /// The room limits of this app, for the store.
+    pub(crate) fn room_limits(&self) -> confab_store::RoomLimits {
+        confab_store::RoomLimits {
+            max_rooms_per_app: self.limits.max_rooms_per_app,
+            max_rooms_per_user: self.limits.max_rooms_per_user,
+            max_room_members: self.limits.max_room_members,
+            ..confab_store::RoomLimits::default()
+        }
+    }
+
     pub(crate) fn new(app: ResolvedApp) -> App {
         let l = &app.limits;
         App {
@@ -43,6 +56,9 @@ impl App {
             ),
             app_sends: RateLimiter::direct(
                 Quota::per_second(nz(l.app_send_rate)).allow_burst(nz(l.app_send_rate)),
+            ),
+            barrage: RateLimiter::keyed(
+                Quota::per_second(nz(l.barrage_rate)).allow_burst(nz(l.barrage_rate)),
             ),
             limits: app.limits,
         }
@@ -75,6 +91,7 @@ pub(crate) struct Shared {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) broker: Arc<dyn Broker>,
     pub(crate) hub: Arc<Hub>,
+    pub(crate) rooms: Rooms,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) metrics: Metrics,
     /// Becomes `true` when the server starts shutting down.
@@ -111,6 +128,7 @@ impl Shared {
             store,
             broker,
             hub,
+            rooms: Rooms::default(),
             clock,
             metrics: Metrics::default(),
             shutdown,

@@ -20,6 +20,9 @@ use std::sync::Arc;
 
 use crate::{AppRecord, NewPeerMessage, Store, StoreError, StoredPeerMessage};
 
+mod rooms;
+pub use rooms::*;
+
 /// Runs every check, each against a fresh, empty store from `make`.
 ///
 /// # Panics
@@ -55,6 +58,23 @@ where
     check!(purge_leaves_a_visible_gap_and_never_reuses_positions);
     check!(owned concurrent_appends_get_distinct_ordered_seqs);
     check!(owned concurrent_retries_store_once);
+    // Rooms and history.
+    check!(room_create_exists_and_limits);
+    check!(room_join_and_leave);
+    check!(room_member_pages_counts_and_user_rooms);
+    check!(room_attribute_ownership);
+    check!(room_attributes_deleted_after_owner_left);
+    check!(room_attribute_limits);
+    check!(room_messages_seq_dedup_and_membership);
+    check!(room_seqs_continue_after_destroy);
+    check!(room_members_expire_and_rooms_destroy);
+    check!(history_pages_peer_conversations);
+    check!(history_pages_rooms);
+    check!(rooms_are_isolated_between_apps);
+    check!(owned concurrent_joins_fill_a_room_exactly);
+    check!(owned concurrent_creates_of_one_room_make_one);
+    check!(owned concurrent_room_limits_hold);
+    check!(owned concurrent_room_appends_get_distinct_seqs);
 }
 
 /// Names the running check in the output if it panics.

@@ -8,10 +8,16 @@
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
+mod rooms;
 mod sqlite;
 
 use async_trait::async_trait;
 
+pub use rooms::{
+    AppendedRoom, AttributeChange, AttributesChanged, Conversation, ExpiredMember, HistoryMessage,
+    HistoryQuery, Joined, Left, MemberRecord, NewRoom, NewRoomMessage, RoomError, RoomLimits,
+    RoomRecord, StoredRoomMessage,
+};
 pub use sqlite::{SqliteConfig, SqliteStore, WriterStats};
 
 /// A configured app, as the store keeps it.
@@ -187,4 +193,121 @@ pub trait Store: Send + Sync + 'static {
 
     /// Cheap liveness check of the backend, for readiness.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    // ---- Rooms. Every write below is atomic: its checks and changes happen in
+    // one transaction, so limits hold under concurrent callers.
+
+    /// Creates a room and makes the creator its first member, with the initial
+    /// attributes owned by the creator. Errors: [`RoomError::Exists`] (a live room
+    /// with this ID), [`RoomError::AppRoomLimit`], [`RoomError::UserRoomLimit`] (the
+    /// creator is in `max_rooms_per_user` rooms), [`RoomError::AttributeLimit`].
+    /// A destroyed room's ID may be created again; its seqs continue.
+    async fn create_room(&self, room: NewRoom, limits: RoomLimits)
+    -> Result<RoomRecord, RoomError>;
+
+    /// Adds a member (or marks an existing member online again: `already_member`).
+    /// Errors: [`RoomError::NotFound`], [`RoomError::UserRoomLimit`],
+    /// [`RoomError::RoomFull`]. A join clears the room's `empty_since_ms`.
+    async fn join_room(
+        &self,
+        app_id: u32,
+        room_id: &str,
+        user_id: &str,
+        user_name: &str,
+        now_ms: i64,
+        limits: RoomLimits,
+    ) -> Result<Joined, RoomError>;
+
+    /// Removes a member, and the attributes it owns that were set with
+    /// `is_delete_after_owner_left`. The last member leaving sets `empty_since_ms`.
+    /// Errors: [`RoomError::NotFound`], [`RoomError::NotMember`].
+    async fn leave_room(
+        &self,
+        app_id: u32,
+        room_id: &str,
+        user_id: &str,
+        now_ms: i64,
+    ) -> Result<Left, RoomError>;
+
+    /// The live room, if it exists.
+    async fn room(&self, app_id: u32, room_id: &str) -> Result<Option<RoomRecord>, StoreError>;
+
+    /// Whether the user is a member of the room.
+    async fn is_member(
+        &self,
+        app_id: u32,
+        room_id: &str,
+        user_id: &str,
+    ) -> Result<bool, StoreError>;
+
+    /// Members ordered by userID, those after `after_user` (exclusive), at most `limit`.
+    async fn room_members(
+        &self,
+        app_id: u32,
+        room_id: &str,
+        after_user: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<MemberRecord>, StoreError>;
+
+    /// Number of members.
+    async fn room_member_count(&self, app_id: u32, room_id: &str) -> Result<u64, StoreError>;
+
+    /// The rooms the user is a member of, ascending by roomID.
+    async fn user_rooms(&self, app_id: u32, user_id: &str) -> Result<Vec<RoomRecord>, StoreError>;
+
+    /// Marks all the user's memberships offline since `now_ms` (`Some`) or online
+    /// (`None`). Offline members keep their rooms until [`Store::expire_members`].
+    async fn set_member_offline(
+        &self,
+        app_id: u32,
+        user_id: &str,
+        since_ms: Option<i64>,
+    ) -> Result<(), StoreError>;
+
+    /// Removes members offline since before `cutoff_ms` (as [`Store::leave_room`]
+    /// would), returning each removal.
+    async fn expire_members(&self, cutoff_ms: i64) -> Result<Vec<ExpiredMember>, StoreError>;
+
+    /// Destroys rooms that have been empty for their destroy delay as of `now_ms`,
+    /// with their attributes; returns (app, room) of each.
+    async fn destroy_empty_rooms(&self, now_ms: i64) -> Result<Vec<(u32, String)>, StoreError>;
+
+    /// Applies an attribute change for a member: sets, then deletes. Keys owned by
+    /// another member are refused (listed in `error_keys`) unless `is_force`. The
+    /// resulting attribute set must respect the limits, else nothing changes and
+    /// [`RoomError::AttributeLimit`] names the limit. Errors also:
+    /// [`RoomError::NotFound`], [`RoomError::NotMember`].
+    async fn change_room_attributes(
+        &self,
+        app_id: u32,
+        room_id: &str,
+        user_id: &str,
+        change: AttributeChange,
+        limits: RoomLimits,
+    ) -> Result<AttributesChanged, RoomError>;
+
+    /// All attributes of the room, ascending by key.
+    async fn room_attributes(
+        &self,
+        app_id: u32,
+        room_id: &str,
+    ) -> Result<Vec<(String, String)>, StoreError>;
+
+    /// Durably appends a room message (the sender must be a member: else
+    /// [`RoomError::NotMember`]; a missing room: [`RoomError::NotFound`]), assigning
+    /// message id and the room's next seq. Idempotent by (app, sender,
+    /// local_message_id) among room messages, as [`Store::append_peer`].
+    async fn append_room(&self, msg: NewRoomMessage) -> Result<AppendedRoom, RoomError>;
+
+    /// Room messages with seq greater than `after`, ascending, at most `limit`.
+    async fn room_messages_after(
+        &self,
+        app_id: u32,
+        room_id: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredRoomMessage>, StoreError>;
+
+    /// A page of a conversation's stored messages, as [`HistoryQuery`] says.
+    async fn history(&self, query: HistoryQuery) -> Result<Vec<HistoryMessage>, StoreError>;
 }

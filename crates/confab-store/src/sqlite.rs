@@ -11,6 +11,12 @@
 //!
 //! Reads run on tokio's blocking pool over a small pool of read-only connections;
 //! WAL lets them proceed while the writer commits, so reads never queue behind writes.
+//!
+//! Message ids: peer and room messages draw their ids from ONE counter, the single
+//! row of `message_ids`, advanced on the writer thread by every append, so an id is
+//! never given to two messages of either kind, and purging never lets one be reused.
+//! The rooms half of the store (rooms, members, attributes, room messages, history)
+//! is in [`rooms`].
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -23,10 +29,17 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::{AppRecord, Appended, InboxPage, NewPeerMessage, Store, StoreError, StoredPeerMessage};
+use crate::{
+    AppRecord, Appended, AppendedRoom, AttributeChange, AttributesChanged, ExpiredMember,
+    HistoryMessage, HistoryQuery, InboxPage, Joined, Left, MemberRecord, NewPeerMessage, NewRoom,
+    NewRoomMessage, RoomError, RoomLimits, RoomRecord, Store, StoreError, StoredPeerMessage,
+    StoredRoomMessage,
+};
+
+mod rooms;
 
 /// The schema version this build creates and understands (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// How many idle read connections are kept open between reads; more are opened
 /// when reads overlap, and closed again afterwards.
@@ -90,6 +103,82 @@ const MIGRATIONS: &[&str] = &[
         acked_seq  INTEGER NOT NULL,
         PRIMARY KEY (app_id, user_id)
     ) STRICT, WITHOUT ROWID;
+    ",
+    // 2: rooms. `message_ids` is the one id counter of peer AND room messages (both
+    // insert explicit ids taken from it); it starts above every peer message id ever
+    // given, so databases of version 1 upgrade without reusing an id. `room_seqs`
+    // outlives its room (destroy keeps it, and the room's messages, for history), so a
+    // re-created roomID continues its seqs. `rooms.member_count` is kept by every
+    // join and leave so that limits and counts never scan a large room.
+    "
+    CREATE TABLE message_ids (
+        id       INTEGER PRIMARY KEY CHECK (id = 0),
+        last_id  INTEGER NOT NULL CHECK (last_id >= 0)
+    ) STRICT;
+    INSERT INTO message_ids (id, last_id) VALUES (0, max(
+        coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'peer_messages'), 0),
+        coalesce((SELECT max(message_id) FROM peer_messages), 0)
+    ));
+
+    CREATE TABLE rooms (
+        app_id              INTEGER NOT NULL CHECK (app_id > 0),
+        room_id             TEXT NOT NULL,
+        room_name           TEXT NOT NULL,
+        created_ms          INTEGER NOT NULL,
+        destroy_delay_secs  INTEGER NOT NULL CHECK (destroy_delay_secs >= 0),
+        empty_since_ms      INTEGER,
+        member_count        INTEGER NOT NULL CHECK (member_count >= 0),
+        PRIMARY KEY (app_id, room_id)
+    ) STRICT, WITHOUT ROWID;
+    CREATE INDEX rooms_empty ON rooms (empty_since_ms) WHERE empty_since_ms IS NOT NULL;
+
+    CREATE TABLE room_members (
+        app_id            INTEGER NOT NULL,
+        room_id           TEXT NOT NULL,
+        user_id           TEXT NOT NULL,
+        user_name         TEXT NOT NULL,
+        joined_ms         INTEGER NOT NULL,
+        offline_since_ms  INTEGER,
+        PRIMARY KEY (app_id, room_id, user_id),
+        FOREIGN KEY (app_id, room_id) REFERENCES rooms (app_id, room_id)
+    ) STRICT, WITHOUT ROWID;
+    CREATE INDEX room_members_user ON room_members (app_id, user_id);
+    CREATE INDEX room_members_offline ON room_members (offline_since_ms)
+        WHERE offline_since_ms IS NOT NULL;
+
+    CREATE TABLE room_attributes (
+        app_id                   INTEGER NOT NULL,
+        room_id                  TEXT NOT NULL,
+        key                      TEXT NOT NULL,
+        value                    TEXT NOT NULL,
+        owner                    TEXT NOT NULL,
+        delete_after_owner_left  INTEGER NOT NULL CHECK (delete_after_owner_left IN (0, 1)),
+        PRIMARY KEY (app_id, room_id, key),
+        FOREIGN KEY (app_id, room_id) REFERENCES rooms (app_id, room_id)
+    ) STRICT, WITHOUT ROWID;
+
+    CREATE TABLE room_seqs (
+        app_id    INTEGER NOT NULL,
+        room_id   TEXT NOT NULL,
+        last_seq  INTEGER NOT NULL,
+        PRIMARY KEY (app_id, room_id)
+    ) STRICT, WITHOUT ROWID;
+
+    CREATE TABLE room_messages (
+        message_id        INTEGER PRIMARY KEY AUTOINCREMENT,  -- from message_ids
+        app_id            INTEGER NOT NULL CHECK (app_id > 0),
+        room_id           TEXT NOT NULL,
+        seq               INTEGER NOT NULL CHECK (seq > 0),
+        sender            TEXT NOT NULL,
+        kind              INTEGER NOT NULL,
+        body              TEXT NOT NULL,
+        local_message_id  INTEGER NOT NULL,  -- the u64, bit-cast to i64
+        timestamp_ms      INTEGER NOT NULL,
+        priority          INTEGER NOT NULL,
+        UNIQUE (app_id, sender, local_message_id),
+        UNIQUE (app_id, room_id, seq)
+    ) STRICT;
+    CREATE INDEX room_messages_time ON room_messages (timestamp_ms);
     ",
 ];
 
@@ -301,6 +390,18 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
+        self.submit(what, work).await
+    }
+
+    /// [`SqliteStore::write`] for any error type that can carry a [`StoreError`]
+    /// (room operations answer [`RoomError`]). An `Err` from `work` rolls back
+    /// everything `work` did: each request runs in its own savepoint.
+    async fn submit<T, E, F>(&self, what: &'static str, work: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+    {
         let sender = lock(&self.writer).clone().ok_or_else(closed)?;
         let (reply, answer) = oneshot::channel();
         let job: Box<dyn Job> = Box::new(Request {
@@ -476,11 +577,15 @@ impl Store for SqliteStore {
 
     async fn purge_before(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
         self.write("purge messages", move |conn| {
-            let removed = conn
+            let peer = conn
                 .prepare_cached("DELETE FROM peer_messages WHERE timestamp_ms < ?1")
                 .and_then(|mut s| s.execute([cutoff_ms]))
-                .map_err(db("purge messages"))?;
-            Ok(u64::try_from(removed).unwrap_or(u64::MAX))
+                .map_err(db("purge peer messages"))?;
+            let room = conn
+                .prepare_cached("DELETE FROM room_messages WHERE timestamp_ms < ?1")
+                .and_then(|mut s| s.execute([cutoff_ms]))
+                .map_err(db("purge room messages"))?;
+            Ok(u64::try_from(peer + room).unwrap_or(u64::MAX))
         })
         .await
     }
@@ -503,6 +608,205 @@ impl Store for SqliteStore {
             Ok(())
         })
         .await
+    }
+
+    // ---- Rooms: each write is one request of the group commit (its own savepoint),
+    // each read one read connection; the SQL is in `rooms`.
+
+    async fn create_room(
+        &self,
+        room: NewRoom,
+        limits: RoomLimits,
+    ) -> Result<RoomRecord, RoomError> {
+        check_app(room.app_id)?;
+        self.submit("create room", move |conn| {
+            rooms::create_room(conn, room, &limits)
+        })
+        .await
+    }
+
+    async fn join_room(
+        &self,
+        app_id: u32,
+        room_id: &str,
+        user_id: &str,
+        user_name: &str,
+        now_ms: i64,
+        limits: RoomLimits,
+    ) -> Result<Joined, RoomError> {
+        check_app(app_id)?;
+        let member = rooms::Member {
+            app_id,
+            room_id: room_id.to_owned(),
+            user_id: user_id.to_owned(),
+        };
+        let user_name = user_name.to_owned();
+        self.submit("join room", move |conn| {
+            rooms::join_room(conn, &member, &user_name, now_ms, &limits)
+        })
+        .await
+    }
+
+    async fn leave_room(
+        &self,
+        app_id: u32,
+        room_id: &str,
+        user_id: &str,
+        now_ms: i64,
+    ) -> Result<Left, RoomError> {
+        check_app(app_id)?;
+        let member = rooms::Member {
+            app_id,
+            room_id: room_id.to_owned(),
+            user_id: user_id.to_owned(),
+        };
+        self.submit("leave room", move |conn| {
+            rooms::leave_room(conn, &member, now_ms)
+        })
+        .await
+    }
+
+    async fn room(&self, app_id: u32, room_id: &str) -> Result<Option<RoomRecord>, StoreError> {
+        let room_id = room_id.to_owned();
+        self.read("read room", move |conn| {
+            rooms::read_room(conn, app_id, &room_id)
+        })
+        .await
+    }
+
+    async fn is_member(
+        &self,
+        app_id: u32,
+        room_id: &str,
+        user_id: &str,
+    ) -> Result<bool, StoreError> {
+        let member = rooms::Member {
+            app_id,
+            room_id: room_id.to_owned(),
+            user_id: user_id.to_owned(),
+        };
+        self.read("read membership", move |conn| {
+            rooms::is_member(conn, &member)
+        })
+        .await
+    }
+
+    async fn room_members(
+        &self,
+        app_id: u32,
+        room_id: &str,
+        after_user: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<MemberRecord>, StoreError> {
+        let room_id = room_id.to_owned();
+        let after_user = after_user.map(str::to_owned);
+        self.read("read room members", move |conn| {
+            rooms::room_members(conn, app_id, &room_id, after_user.as_deref(), limit)
+        })
+        .await
+    }
+
+    async fn room_member_count(&self, app_id: u32, room_id: &str) -> Result<u64, StoreError> {
+        let room_id = room_id.to_owned();
+        self.read("count room members", move |conn| {
+            rooms::member_count(conn, app_id, &room_id)
+        })
+        .await
+    }
+
+    async fn user_rooms(&self, app_id: u32, user_id: &str) -> Result<Vec<RoomRecord>, StoreError> {
+        let user_id = user_id.to_owned();
+        self.read("read the user's rooms", move |conn| {
+            rooms::user_rooms(conn, app_id, &user_id)
+        })
+        .await
+    }
+
+    async fn set_member_offline(
+        &self,
+        app_id: u32,
+        user_id: &str,
+        since_ms: Option<i64>,
+    ) -> Result<(), StoreError> {
+        check_app(app_id)?;
+        let user_id = user_id.to_owned();
+        self.write("set members offline", move |conn| {
+            rooms::set_member_offline(conn, app_id, &user_id, since_ms)
+        })
+        .await
+    }
+
+    async fn expire_members(&self, cutoff_ms: i64) -> Result<Vec<ExpiredMember>, StoreError> {
+        self.write("expire room members", move |conn| {
+            rooms::expire_members(conn, cutoff_ms)
+        })
+        .await
+    }
+
+    async fn destroy_empty_rooms(&self, now_ms: i64) -> Result<Vec<(u32, String)>, StoreError> {
+        self.write("destroy empty rooms", move |conn| {
+            rooms::destroy_empty_rooms(conn, now_ms)
+        })
+        .await
+    }
+
+    async fn change_room_attributes(
+        &self,
+        app_id: u32,
+        room_id: &str,
+        user_id: &str,
+        change: AttributeChange,
+        limits: RoomLimits,
+    ) -> Result<AttributesChanged, RoomError> {
+        check_app(app_id)?;
+        let member = rooms::Member {
+            app_id,
+            room_id: room_id.to_owned(),
+            user_id: user_id.to_owned(),
+        };
+        self.submit("change room attributes", move |conn| {
+            rooms::change_attributes(conn, &member, change, &limits)
+        })
+        .await
+    }
+
+    async fn room_attributes(
+        &self,
+        app_id: u32,
+        room_id: &str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let room_id = room_id.to_owned();
+        self.read("read room attributes", move |conn| {
+            rooms::room_attributes(conn, app_id, &room_id)
+        })
+        .await
+    }
+
+    async fn append_room(&self, msg: NewRoomMessage) -> Result<AppendedRoom, RoomError> {
+        check_app(msg.app_id)?;
+        self.submit("append room message", move |conn| {
+            rooms::append_room(conn, msg)
+        })
+        .await
+    }
+
+    async fn room_messages_after(
+        &self,
+        app_id: u32,
+        room_id: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredRoomMessage>, StoreError> {
+        let room_id = room_id.to_owned();
+        self.read("read room messages", move |conn| {
+            rooms::room_messages_after(conn, app_id, &room_id, after, limit)
+        })
+        .await
+    }
+
+    async fn history(&self, query: HistoryQuery) -> Result<Vec<HistoryMessage>, StoreError> {
+        self.read("read history", move |conn| rooms::history(conn, &query))
+            .await
     }
 }
 
@@ -549,13 +853,15 @@ fn append_peer(conn: &Connection, m: NewPeerMessage) -> Result<Appended, StoreEr
         )
         .and_then(|mut s| s.query_row(params![m.app_id, m.receiver], |r| r.get(0)))
         .map_err(db("append: advance the inbox seq"))?;
+    let message_id = next_message_id(conn)?;
     conn.prepare_cached(
-        "INSERT INTO peer_messages (app_id, sender, receiver, conv_a, conv_b,
+        "INSERT INTO peer_messages (message_id, app_id, sender, receiver, conv_a, conv_b,
             conversation_seq, inbox_seq, kind, body, local_message_id, timestamp_ms, priority)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
     )
     .and_then(|mut s| {
         s.execute(params![
+            message_id,
             m.app_id,
             m.sender,
             m.receiver,
@@ -571,7 +877,6 @@ fn append_peer(conn: &Connection, m: NewPeerMessage) -> Result<Appended, StoreEr
         ])
     })
     .map_err(db("append: insert the message"))?;
-    let message_id = conn.last_insert_rowid();
 
     Ok(Appended {
         message: StoredPeerMessage {
@@ -589,6 +894,16 @@ fn append_peer(conn: &Connection, m: NewPeerMessage) -> Result<Appended, StoreEr
         },
         duplicate: false,
     })
+}
+
+/// Takes the next message id, for a peer or a room message (see the module docs).
+fn next_message_id(conn: &Connection) -> Result<i64, StoreError> {
+    conn.prepare_cached(
+        "UPDATE message_ids SET last_id = last_id + 1 WHERE id = 0 RETURNING last_id",
+    )
+    .and_then(|mut s| s.query_row([], |r| r.get(0)).optional())
+    .map_err(db("take a message id"))?
+    .ok_or_else(|| StoreError::Corrupt("the message id counter is missing".into()))
 }
 
 // ---------------------------------------------------------------------------------
@@ -884,17 +1199,18 @@ trait Job: Send {
     fn answer(self: Box<Self>, failure: Option<&str>);
 }
 
-struct Request<T, F> {
+struct Request<T, E, F> {
     what: &'static str,
     work: Option<F>,
-    result: Option<Result<T, StoreError>>,
-    reply: oneshot::Sender<Result<T, StoreError>>,
+    result: Option<Result<T, E>>,
+    reply: oneshot::Sender<Result<T, E>>,
 }
 
-impl<T, F> Job for Request<T, F>
+impl<T, E, F> Job for Request<T, E, F>
 where
     T: Send,
-    F: FnOnce(&Connection) -> Result<T, StoreError> + Send,
+    E: From<StoreError> + Send,
+    F: FnOnce(&Connection) -> Result<T, E> + Send,
 {
     fn execute(&mut self, conn: &Connection) -> bool {
         let Some(work) = self.work.take() else {
@@ -911,10 +1227,10 @@ where
         let outcome = match (self.result, failure) {
             (Some(Err(e)), _) => Err(e),
             (Some(Ok(value)), None) => Ok(value),
-            (_, Some(why)) => Err(StoreError::Unavailable(format!("{what}: {why}"))),
-            (None, None) => Err(StoreError::Unavailable(format!(
-                "{what}: the write was not run"
-            ))),
+            (_, Some(why)) => Err(StoreError::Unavailable(format!("{what}: {why}")).into()),
+            (None, None) => {
+                Err(StoreError::Unavailable(format!("{what}: the write was not run")).into())
+            }
         };
         // The caller may have given up waiting; the write stands regardless.
         let _ = self.reply.send(outcome);
@@ -1076,6 +1392,136 @@ mod tests {
         // A second open of a migrated file migrates nothing and works.
         drop(conn);
         let _again = SqliteStore::open(SqliteConfig::new(&path)).expect("open again");
+    }
+
+    /// A version-1 database (peer messages only) upgrades to version 2 in place: its
+    /// messages stay, and new ids of either kind are above every id version 1 gave,
+    /// even one whose message was purged.
+    #[tokio::test]
+    async fn version_1_databases_upgrade_and_ids_continue() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("v1.db");
+        {
+            let conn = Connection::open(&path).expect("raw");
+            conn.execute_batch(&format!(
+                "BEGIN; {} PRAGMA user_version = 1; COMMIT;",
+                MIGRATIONS[0]
+            ))
+            .expect("version 1 schema");
+            for local in 1..=3 {
+                conn.execute(
+                    "INSERT INTO peer_messages (app_id, sender, receiver, conv_a, conv_b,
+                        conversation_seq, inbox_seq, kind, body, local_message_id,
+                        timestamp_ms, priority)
+                     VALUES (1, 'a', 'b', 'a', 'b', ?1, ?1, 1, 'old', ?1, 10, 2)",
+                    [local],
+                )
+                .expect("old message");
+            }
+            conn.execute_batch(
+                "INSERT INTO conversations VALUES (1, 'a', 'b', 3);
+                 INSERT INTO inboxes VALUES (1, 'b', 3, 0);
+                 DELETE FROM peer_messages WHERE message_id = 3;",
+            )
+            .expect("counters, and a purge of id 3");
+        }
+        let store = SqliteStore::open(SqliteConfig::new(&path)).expect("open and migrate");
+        let old = store.inbox_after(1, "b", 0, 10).await.expect("inbox");
+        assert_eq!(
+            old.messages
+                .iter()
+                .map(|m| m.message_id)
+                .collect::<Vec<_>>(),
+            vec![1, 2],
+            "old messages survive the upgrade"
+        );
+        store
+            .create_room(
+                NewRoom {
+                    app_id: 1,
+                    room_id: "r".into(),
+                    room_name: "R".into(),
+                    creator: "a".into(),
+                    creator_name: "A".into(),
+                    attributes: vec![],
+                    destroy_delay_secs: 0,
+                    now_ms: 1,
+                },
+                RoomLimits::default(),
+            )
+            .await
+            .expect("rooms work after the upgrade");
+        let room = store
+            .append_room(NewRoomMessage {
+                app_id: 1,
+                room_id: "r".into(),
+                sender: "a".into(),
+                kind: 1,
+                body: "new".into(),
+                local_message_id: 1,
+                timestamp_ms: 20,
+                priority: 2,
+            })
+            .await
+            .expect("append room");
+        assert_eq!(room.message.message_id, 4, "above the purged id 3");
+        let peer = store.append_peer(msg("a", "b", 4)).await.expect("append");
+        assert_eq!(peer.message.message_id, 5, "one counter for both kinds");
+        assert_eq!(
+            (peer.message.conversation_seq, peer.message.inbox_seq),
+            (4, 4)
+        );
+        let path = store.path().to_owned();
+        drop(store);
+        let version: i64 = Connection::open(path)
+            .expect("raw")
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .expect("version");
+        assert_eq!(version, 2);
+    }
+
+    /// `expire_members` removes a member as a leave at `cutoff_ms` would: a room it
+    /// leaves empty is empty since the cutoff, and its destroy delay counts from there.
+    #[tokio::test]
+    async fn expiry_empties_rooms_as_of_the_cutoff() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(&dir);
+        store
+            .create_room(
+                NewRoom {
+                    app_id: 1,
+                    room_id: "r".into(),
+                    room_name: "R".into(),
+                    creator: "a".into(),
+                    creator_name: "A".into(),
+                    attributes: vec![],
+                    destroy_delay_secs: 10,
+                    now_ms: 1_000,
+                },
+                RoomLimits::default(),
+            )
+            .await
+            .expect("create");
+        store
+            .set_member_offline(1, "a", Some(2_000))
+            .await
+            .expect("offline");
+        let expired = store.expire_members(50_000).await.expect("expire");
+        assert_eq!(expired.len(), 1);
+        assert!(expired[0].room_empty);
+        let room = store.room(1, "r").await.expect("room").expect("exists");
+        assert_eq!(room.empty_since_ms, Some(50_000));
+        assert!(
+            store
+                .destroy_empty_rooms(59_999)
+                .await
+                .expect("destroy")
+                .is_empty()
+        );
+        assert_eq!(
+            store.destroy_empty_rooms(60_000).await.expect("destroy"),
+            vec![(1, "r".to_owned())]
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ fn login_request_round_trips_with_zim_field_names() {
             user_name: "Alice".into(),
             token: "04abc".into(),
             last_inbox_seq: None,
+            room_seqs: Default::default(),
         }),
     };
     let text = frame.encode();

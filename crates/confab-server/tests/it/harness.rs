@@ -9,7 +9,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use confab_server::{AppConfig, Config, Options, Server};
 use confab_store::{
-    AppRecord, Appended, InboxPage, NewPeerMessage, SqliteConfig, SqliteStore, Store, StoreError,
+    AppRecord, Appended, AppendedRoom, AttributeChange, AttributesChanged, ExpiredMember,
+    HistoryMessage, HistoryQuery, InboxPage, Joined, Left, MemberRecord, NewPeerMessage, NewRoom,
+    NewRoomMessage, RoomError, RoomLimits, RoomRecord, SqliteConfig, SqliteStore, Store,
+    StoreError, StoredRoomMessage,
 };
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -114,6 +117,106 @@ impl Store for FlakyStore {
     async fn ping(&self) -> Result<(), StoreError> {
         self.check()?;
         self.inner.ping().await
+    }
+    async fn create_room(
+        &self,
+        room: NewRoom,
+        limits: RoomLimits,
+    ) -> Result<RoomRecord, RoomError> {
+        self.check()?;
+        self.inner.create_room(room, limits).await
+    }
+    async fn join_room(
+        &self,
+        a: u32,
+        r: &str,
+        u: &str,
+        n: &str,
+        now: i64,
+        limits: RoomLimits,
+    ) -> Result<Joined, RoomError> {
+        self.check()?;
+        self.inner.join_room(a, r, u, n, now, limits).await
+    }
+    async fn leave_room(&self, a: u32, r: &str, u: &str, now: i64) -> Result<Left, RoomError> {
+        self.check()?;
+        self.inner.leave_room(a, r, u, now).await
+    }
+    async fn room(&self, a: u32, r: &str) -> Result<Option<RoomRecord>, StoreError> {
+        self.check()?;
+        self.inner.room(a, r).await
+    }
+    async fn is_member(&self, a: u32, r: &str, u: &str) -> Result<bool, StoreError> {
+        self.check()?;
+        self.inner.is_member(a, r, u).await
+    }
+    async fn room_members(
+        &self,
+        a: u32,
+        r: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<MemberRecord>, StoreError> {
+        self.check()?;
+        self.inner.room_members(a, r, after, limit).await
+    }
+    async fn room_member_count(&self, a: u32, r: &str) -> Result<u64, StoreError> {
+        self.check()?;
+        self.inner.room_member_count(a, r).await
+    }
+    async fn user_rooms(&self, a: u32, u: &str) -> Result<Vec<RoomRecord>, StoreError> {
+        self.check()?;
+        self.inner.user_rooms(a, u).await
+    }
+    async fn set_member_offline(
+        &self,
+        a: u32,
+        u: &str,
+        since: Option<i64>,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.set_member_offline(a, u, since).await
+    }
+    async fn expire_members(&self, cutoff: i64) -> Result<Vec<ExpiredMember>, StoreError> {
+        self.inner.expire_members(cutoff).await
+    }
+    async fn destroy_empty_rooms(&self, now: i64) -> Result<Vec<(u32, String)>, StoreError> {
+        self.inner.destroy_empty_rooms(now).await
+    }
+    async fn change_room_attributes(
+        &self,
+        a: u32,
+        r: &str,
+        u: &str,
+        change: AttributeChange,
+        limits: RoomLimits,
+    ) -> Result<AttributesChanged, RoomError> {
+        self.check()?;
+        self.inner
+            .change_room_attributes(a, r, u, change, limits)
+            .await
+    }
+    async fn room_attributes(&self, a: u32, r: &str) -> Result<Vec<(String, String)>, StoreError> {
+        self.check()?;
+        self.inner.room_attributes(a, r).await
+    }
+    async fn append_room(&self, msg: NewRoomMessage) -> Result<AppendedRoom, RoomError> {
+        self.check()?;
+        self.inner.append_room(msg).await
+    }
+    async fn room_messages_after(
+        &self,
+        a: u32,
+        r: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredRoomMessage>, StoreError> {
+        self.check()?;
+        self.inner.room_messages_after(a, r, after, limit).await
+    }
+    async fn history(&self, q: HistoryQuery) -> Result<Vec<HistoryMessage>, StoreError> {
+        self.check()?;
+        self.inner.history(q).await
     }
 }
 

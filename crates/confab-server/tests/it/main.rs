@@ -6,3 +6,4 @@ mod http;
 mod login;
 mod messages;
 mod resilience;
+mod rooms;

@@ -17,7 +17,7 @@ async fn sqlite_passes_the_conformance_suite() {
     })
     .await;
     assert!(
-        made.load(Ordering::Relaxed) >= 15,
+        made.load(Ordering::Relaxed) >= 31,
         "every check got its own store"
     );
 }

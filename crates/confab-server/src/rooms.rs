@@ -1,0 +1,256 @@
+//! Node-level room machinery: the per-room publication sequencer, the batcher of
+//! member events, and the sweeper that ends grace periods and destroys empty rooms.
+//!
+//! Invariant: on one node, stored room messages are published in seq order. Each
+//! send registers with the room's [`Sequencer`] before appending; after the append
+//! the message waits until every lower seq of this node has been published (or
+//! failed), so every receiver sees the room in the same order as the store.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use confab_proto::frame::{Push, RoomMembersChanged, UserInfo, encode_push};
+
+use crate::hub::{Envelope, RoomClass, room_topic};
+use crate::state::Shared;
+
+type RoomKey = (u32, String);
+
+#[derive(Debug, Default)]
+struct RoomSeqState {
+    /// Appends started on this node and not yet finished.
+    in_flight: usize,
+    /// Appended messages waiting for lower seqs, by seq.
+    pending: BTreeMap<u64, Bytes>,
+    /// The newest seq published from this node (or known when the state was made).
+    last_published: u64,
+}
+
+/// Orders stored room publications by seq (see the module invariant).
+#[derive(Debug, Default)]
+pub(crate) struct Sequencer {
+    rooms: tokio::sync::Mutex<HashMap<RoomKey, Arc<tokio::sync::Mutex<RoomSeqState>>>>,
+}
+
+impl Sequencer {
+    async fn state(
+        &self,
+        key: &RoomKey,
+        head: impl FnOnce() -> u64,
+    ) -> Arc<tokio::sync::Mutex<RoomSeqState>> {
+        let mut rooms = self.rooms.lock().await;
+        rooms
+            .entry(key.clone())
+            .or_insert_with(|| {
+                Arc::new(tokio::sync::Mutex::new(RoomSeqState {
+                    last_published: head(),
+                    ..RoomSeqState::default()
+                }))
+            })
+            .clone()
+    }
+
+    /// Registers an append about to start; `head` is the room's current seq head,
+    /// used if this node has no state for the room yet.
+    pub(crate) async fn begin(&self, key: &RoomKey, head: u64) {
+        let state = self.state(key, || head).await;
+        state.lock().await.in_flight += 1;
+    }
+
+    /// Finishes an append: `published` is `Some((seq, envelope))` for a new message,
+    /// `None` for a failure or a duplicate. Publishes whatever is now in order.
+    pub(crate) async fn finish(
+        &self,
+        shared: &Shared,
+        key: &RoomKey,
+        published: Option<(u64, Bytes)>,
+    ) {
+        let state = self.state(key, || 0).await;
+        let mut st = state.lock().await;
+        st.in_flight = st.in_flight.saturating_sub(1);
+        if let Some((seq, envelope)) = published {
+            st.pending.insert(seq, envelope);
+        }
+        let topic = room_topic(key.0, &key.1);
+        while let Some((&seq, _)) = st.pending.first_key_value() {
+            if seq != st.last_published + 1 && st.in_flight > 0 {
+                break;
+            }
+            let Some((seq, envelope)) = st.pending.pop_first() else {
+                break;
+            };
+            if let Err(e) = shared.broker.publish(&topic, envelope).await {
+                tracing::warn!(error = %e, "room publication failed; members catch up by seq");
+            }
+            st.last_published = st.last_published.max(seq);
+        }
+    }
+
+    /// Holds the room's publications back while the guard lives; the guard tells the
+    /// newest seq published so far (for a consistent join: catch-up up to it from the
+    /// store, live pushes after it from the hub).
+    pub(crate) async fn hold(&self, key: &RoomKey, head: u64) -> RoomHold {
+        let state = self.state(key, || head).await;
+        RoomHold(state.lock_owned().await)
+    }
+
+    /// Forgets a room (destroyed, or no local members and nothing in flight).
+    pub(crate) async fn forget(&self, key: &RoomKey) {
+        let mut rooms = self.rooms.lock().await;
+        let idle = rooms.get(key).is_some_and(|state| {
+            state
+                .try_lock()
+                .is_ok_and(|st| st.in_flight == 0 && st.pending.is_empty())
+        });
+        if idle {
+            rooms.remove(key);
+        }
+    }
+}
+
+/// See [`Sequencer::hold`].
+#[derive(Debug)]
+pub(crate) struct RoomHold(tokio::sync::OwnedMutexGuard<RoomSeqState>);
+
+impl RoomHold {
+    /// The newest seq published from this node.
+    pub(crate) fn last_published(&self) -> u64 {
+        self.0.last_published
+    }
+}
+
+#[derive(Debug, Default)]
+struct Batch {
+    joined: Vec<UserInfo>,
+    left: Vec<UserInfo>,
+}
+
+/// Collects member joins and leaves per room and publishes them in batches, so a
+/// join storm of N users costs N/batch frames per member, not N.
+#[derive(Debug, Default)]
+pub(crate) struct MemberEvents {
+    pending: Mutex<HashMap<RoomKey, Batch>>,
+}
+
+/// How often member events are flushed.
+pub(crate) const MEMBER_EVENT_INTERVAL: Duration = Duration::from_millis(50);
+/// At most this many members per event frame.
+const MEMBER_EVENT_MAX: usize = 200;
+
+impl MemberEvents {
+    pub(crate) fn joined(&self, app_id: u32, room_id: &str, user: UserInfo) {
+        let mut p = self.pending.lock().expect("member events lock");
+        let batch = p.entry((app_id, room_id.to_owned())).or_default();
+        batch.left.retain(|u| u.user_id != user.user_id);
+        batch.joined.push(user);
+    }
+
+    pub(crate) fn left(&self, app_id: u32, room_id: &str, user: UserInfo) {
+        let mut p = self.pending.lock().expect("member events lock");
+        let batch = p.entry((app_id, room_id.to_owned())).or_default();
+        let before = batch.joined.len();
+        batch.joined.retain(|u| u.user_id != user.user_id);
+        if batch.joined.len() == before {
+            batch.left.push(user);
+        }
+    }
+
+    /// Publishes everything pending.
+    pub(crate) async fn flush(&self, shared: &Shared) {
+        let batches: Vec<(RoomKey, Batch)> = {
+            let mut p = self.pending.lock().expect("member events lock");
+            p.drain().collect()
+        };
+        for ((app_id, room_id), batch) in batches {
+            let topic = room_topic(app_id, &room_id);
+            for (list, joined) in [(batch.joined, true), (batch.left, false)] {
+                for chunk in list.chunks(MEMBER_EVENT_MAX) {
+                    let data = RoomMembersChanged {
+                        room_id: room_id.clone(),
+                        member_list: chunk.to_vec(),
+                    };
+                    let push = if joined {
+                        Push::RoomMemberJoined(data)
+                    } else {
+                        Push::RoomMemberLeft(data)
+                    };
+                    let envelope = Envelope::Room {
+                        class: RoomClass::Stored,
+                        sender: String::new(),
+                        frame: Bytes::from(encode_push(&push)),
+                    };
+                    if let Err(e) = shared.broker.publish(&topic, envelope.encode()).await {
+                        tracing::warn!(error = %e, "member event publication failed");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Background work of rooms: member event batches, grace expiry, room destruction.
+pub(crate) fn spawn_room_tasks(shared: Arc<Shared>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut events = tokio::time::interval(MEMBER_EVENT_INTERVAL);
+        let mut sweep = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = events.tick() => shared.rooms.events.flush(&shared).await,
+                _ = sweep.tick() => sweep_rooms(&shared).await,
+            }
+        }
+    })
+}
+
+async fn sweep_rooms(shared: &Shared) {
+    let now = shared.clock.now_ms();
+    let grace_ms = i64::try_from(shared.config.limits.room_grace_secs.saturating_mul(1000))
+        .unwrap_or(i64::MAX);
+    match shared
+        .store
+        .expire_members(now.saturating_sub(grace_ms))
+        .await
+    {
+        Ok(expired) => {
+            for m in expired {
+                tracing::debug!(app = m.app_id, room = %m.room_id, user = %m.user_id, "grace period over");
+                shared.rooms.events.left(
+                    m.app_id,
+                    &m.room_id,
+                    UserInfo {
+                        user_id: m.user_id.clone(),
+                        user_name: String::new(),
+                    },
+                );
+                if !m.removed_attributes.is_empty() {
+                    crate::session::publish_attribute_deletes(
+                        shared,
+                        m.app_id,
+                        &m.room_id,
+                        &m.removed_attributes,
+                    )
+                    .await;
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "expiring room members failed"),
+    }
+    match shared.store.destroy_empty_rooms(now).await {
+        Ok(destroyed) => {
+            for (app_id, room_id) in destroyed {
+                tracing::debug!(app = app_id, room = %room_id, "room destroyed");
+                shared.rooms.sequencer.forget(&(app_id, room_id)).await;
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "destroying empty rooms failed"),
+    }
+}
+
+/// The node's room machinery.
+#[derive(Debug, Default)]
+pub(crate) struct Rooms {
+    pub(crate) sequencer: Sequencer,
+    pub(crate) events: MemberEvents,
+}

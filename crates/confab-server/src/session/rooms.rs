@@ -1,0 +1,1132 @@
+//! Room requests of a session: create, join, enter, leave, members, attributes,
+//! room messages and history, and the room side of login and logout.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use confab_proto::ErrorCode;
+use confab_proto::frame::{
+    BatchRoomAttributesRequest, ConversationType, CreateRoomRequest, DeleteRoomAttributesRequest,
+    EnterRoomRequest, JoinRoomRequest, Message as WireMessage, MessageType, Priority, Push,
+    QueryHistoryReply, QueryHistoryRequest, QueryRoomMemberListReply, QueryRoomMemberListRequest,
+    ReceiveRoomMessage, Reply, RoomAttributesOperatedReply, RoomAttributesReply,
+    RoomAttributesSetConfig, RoomAttributesUpdateInfo, RoomAttributesUpdated, RoomCountReply,
+    RoomIdRequest, RoomInfo, RoomJoinedReply, RoomStateChanged, RoomSyncGap, SendMessageReply,
+    SendRoomMessageRequest, SetRoomAttributesRequest, UserInfo, encode_push,
+};
+use confab_store::{
+    AttributeChange, Conversation, HistoryMessage, HistoryQuery, NewRoom, NewRoomMessage,
+    RoomError, StoredRoomMessage,
+};
+
+use super::{Ending, Session, slow};
+use crate::hub::{Envelope, RoomClass, room_topic};
+use crate::outbox::Class;
+use crate::state::{Metrics, Shared};
+use crate::validate;
+
+/// Longest room destroy delay: 3 hours (SPEC §4).
+const MAX_DESTROY_DELAY_SECS: u32 = 3 * 3600;
+/// Room messages pushed per catch-up read.
+const CATCH_UP_PAGE: usize = 256;
+
+/// Publishes `roomAttributesUpdated` (Delete) for keys removed without a request
+/// (their owner left).
+pub(crate) async fn publish_attribute_deletes(
+    shared: &Shared,
+    app_id: u32,
+    room_id: &str,
+    keys: &[String],
+) {
+    let info = RoomAttributesUpdateInfo {
+        action: 1,
+        room_attributes: keys.iter().map(|k| (k.clone(), String::new())).collect(),
+    };
+    publish_room_push(
+        shared,
+        app_id,
+        room_id,
+        &Push::RoomAttributesUpdated(RoomAttributesUpdated {
+            room_id: room_id.to_owned(),
+            infos: vec![info],
+        }),
+    )
+    .await;
+}
+
+async fn publish_room_push(shared: &Shared, app_id: u32, room_id: &str, push: &Push) {
+    let envelope = Envelope::Room {
+        class: RoomClass::Stored,
+        sender: String::new(),
+        frame: Bytes::from(encode_push(push)),
+    };
+    if let Err(e) = shared
+        .broker
+        .publish(&room_topic(app_id, room_id), envelope.encode())
+        .await
+    {
+        tracing::warn!(error = %e, "room event publication failed");
+    }
+}
+
+/// The wire form of a stored room message.
+fn wire_room(m: StoredRoomMessage) -> WireMessage {
+    WireMessage {
+        kind: MessageType::from_code(m.kind),
+        message: m.body,
+        message_id: m.message_id,
+        local_message_id: m.local_message_id,
+        sender_user_id: m.sender,
+        timestamp: m.timestamp_ms,
+        conversation_id: m.room_id,
+        conversation_type: ConversationType::Room,
+        conversation_seq: m.seq,
+        inbox_seq: None,
+        priority: Priority::from_code(m.priority).unwrap_or_default(),
+    }
+}
+
+fn attribute_updates(
+    set: &[(String, String)],
+    deleted: &[String],
+) -> Vec<RoomAttributesUpdateInfo> {
+    let mut infos = Vec::new();
+    if !set.is_empty() {
+        infos.push(RoomAttributesUpdateInfo {
+            action: 0,
+            room_attributes: set.iter().cloned().collect(),
+        });
+    }
+    if !deleted.is_empty() {
+        infos.push(RoomAttributesUpdateInfo {
+            action: 1,
+            room_attributes: deleted.iter().map(|k| (k.clone(), String::new())).collect(),
+        });
+    }
+    infos
+}
+
+impl Session {
+    fn app_user(&self) -> Option<(std::sync::Arc<crate::state::App>, String)> {
+        self.login
+            .as_ref()
+            .map(|l| (l.app.clone(), l.user_id.clone()))
+    }
+
+    fn user_name(&self) -> String {
+        self.login
+            .as_ref()
+            .map(|l| l.user_name.clone())
+            .unwrap_or_default()
+    }
+
+    /// Validates a room's ID and name.
+    fn check_room_info(info: &RoomInfo) -> Result<(), String> {
+        validate::room_id("roomID", &info.room_id)?;
+        validate::name("roomName", &info.room_name)
+    }
+
+    /// The code for a room that this session is not in: 6000301 if it does not
+    /// exist, else `not_member`.
+    async fn not_in_room(&self, id: u64, room_id: &str, not_member: ErrorCode) -> Ending {
+        let (app, _) = self.app_user()?;
+        match self.shared.store.room(app.id, room_id).await {
+            Ok(None) => self.error(
+                id,
+                ErrorCode::RoomNotExist,
+                format!("room {room_id} does not exist"),
+            ),
+            Ok(Some(_)) => self.error(
+                id,
+                not_member,
+                format!("you are not a member of room {room_id}"),
+            ),
+            Err(e) => self.error(
+                id,
+                ErrorCode::RoomInternalError,
+                format!("room lookup failed: {e}"),
+            ),
+        }
+    }
+
+    /// Makes this session a local member of the room: listens to its topic and,
+    /// when `last_seq` is given, pushes what was missed after it, in order, before
+    /// any live message.
+    pub(super) async fn attach_room(
+        &mut self,
+        room_id: &str,
+        head: u64,
+        last_seq: Option<u64>,
+    ) -> Ending {
+        let (app, _) = self.app_user()?;
+        let key = (app.id, room_id.to_owned());
+        let hold = self.shared.rooms.sequencer.hold(&key, head).await;
+        let upto = hold.last_published().max(head);
+        if let Some(mut after) = last_seq {
+            while after < upto {
+                let page = match self
+                    .shared
+                    .store
+                    .room_messages_after(app.id, room_id, after, CATCH_UP_PAGE)
+                    .await
+                {
+                    Ok(page) => page,
+                    Err(e) => {
+                        tracing::error!(error = %e, "room catch-up failed");
+                        break;
+                    }
+                };
+                let Some(first) = page.first() else {
+                    // Retention removed the rest.
+                    let gap = Push::RoomSyncGap(RoomSyncGap {
+                        room_id: room_id.to_owned(),
+                        from_seq: after + 1,
+                        to_seq: upto,
+                    });
+                    if self.push(&gap, Class::Stored).is_err() {
+                        return slow();
+                    }
+                    break;
+                };
+                if first.seq > after + 1 {
+                    let gap = Push::RoomSyncGap(RoomSyncGap {
+                        room_id: room_id.to_owned(),
+                        from_seq: after + 1,
+                        to_seq: first.seq - 1,
+                    });
+                    if self.push(&gap, Class::Stored).is_err() {
+                        return slow();
+                    }
+                }
+                let batch: Vec<WireMessage> = page
+                    .into_iter()
+                    .filter(|m| m.seq <= upto)
+                    .map(|m| {
+                        after = m.seq;
+                        wire_room(m)
+                    })
+                    .collect();
+                if batch.is_empty() {
+                    break;
+                }
+                let push = Push::ReceiveRoomMessage(ReceiveRoomMessage {
+                    message_list: batch,
+                    from_room_id: room_id.to_owned(),
+                });
+                if self.push(&push, Class::Stored).is_err() {
+                    return slow();
+                }
+            }
+        }
+        self.shared.hub.join_room(app.id, room_id, self.link());
+        drop(hold);
+        if self.rooms.insert(room_id.to_owned()) {
+            if let Err(e) = self
+                .shared
+                .broker
+                .subscribe(&room_topic(app.id, room_id))
+                .await
+            {
+                tracing::warn!(error = %e, "room subscribe failed");
+            }
+        }
+        None
+    }
+
+    /// Stops listening to a room locally.
+    pub(super) async fn detach_room(&mut self, room_id: &str) {
+        let Some((app, _)) = self.app_user() else {
+            return;
+        };
+        self.shared.hub.leave_room(app.id, room_id, self.id);
+        if self.rooms.remove(room_id) {
+            if let Err(e) = self
+                .shared
+                .broker
+                .unsubscribe(&room_topic(app.id, room_id))
+                .await
+            {
+                tracing::warn!(error = %e, "room unsubscribe failed");
+            }
+        }
+    }
+
+    /// After login: the user's rooms (kept through a reconnect's grace period) come
+    /// back, each announced with `roomStateChanged` Connected.
+    pub(super) async fn restore_rooms(&mut self, room_seqs: &BTreeMap<String, u64>) -> Ending {
+        let (app, user) = self.app_user()?;
+        if let Err(e) = self
+            .shared
+            .store
+            .set_member_offline(app.id, &user, None)
+            .await
+        {
+            tracing::warn!(error = %e, "marking the member online failed");
+        }
+        let rooms = match self.shared.store.user_rooms(app.id, &user).await {
+            Ok(rooms) => rooms,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the user's rooms failed");
+                return None;
+            }
+        };
+        for room in rooms {
+            let last = room_seqs.get(&room.room_id).copied();
+            if let Some(end) = self.attach_room(&room.room_id, room.seq_head, last).await {
+                return Some(end);
+            }
+            let push = Push::RoomStateChanged(RoomStateChanged {
+                room_id: room.room_id,
+                state: 2,
+                event: 0,
+                room_seq: room.seq_head,
+            });
+            if self.push(&push, Class::Reply).is_err() {
+                return slow();
+            }
+        }
+        None
+    }
+
+    /// At the end of a session: rooms are detached; on logout they are left, on a
+    /// lost connection they are kept for the grace period.
+    pub(super) async fn release_rooms(&mut self, logout: bool, kicked: bool) {
+        let Some((app, user)) = self.app_user() else {
+            return;
+        };
+        let rooms: Vec<String> = self.rooms.iter().cloned().collect();
+        for room in &rooms {
+            self.detach_room(room).await;
+        }
+        if logout {
+            let now = self.shared.clock.now_ms();
+            match self.shared.store.user_rooms(app.id, &user).await {
+                Ok(all) => {
+                    for room in all {
+                        self.leave_in_store(&app, &user, &room.room_id, now)
+                            .await
+                            .ok();
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "leaving rooms at logout failed"),
+            }
+        } else if !kicked && !rooms.is_empty() {
+            let now = self.shared.clock.now_ms();
+            if let Err(e) = self
+                .shared
+                .store
+                .set_member_offline(app.id, &user, Some(now))
+                .await
+            {
+                tracing::warn!(error = %e, "marking the member offline failed");
+            }
+        }
+    }
+
+    async fn leave_in_store(
+        &self,
+        app: &crate::state::App,
+        user: &str,
+        room_id: &str,
+        now: i64,
+    ) -> Result<(), RoomError> {
+        let left = self
+            .shared
+            .store
+            .leave_room(app.id, room_id, user, now)
+            .await?;
+        self.shared.rooms.events.left(
+            app.id,
+            room_id,
+            UserInfo {
+                user_id: user.to_owned(),
+                user_name: self.user_name(),
+            },
+        );
+        if !left.removed_attributes.is_empty() {
+            publish_attribute_deletes(&self.shared, app.id, room_id, &left.removed_attributes)
+                .await;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn create_room(&mut self, id: u64, req: CreateRoomRequest) -> Ending {
+        let (app, user) = self.app_user()?;
+        if let Err(msg) = Self::check_room_info(&req.room_info) {
+            return self.error(id, ErrorCode::ParamInvalid, msg);
+        }
+        if req.config.room_destroy_delay_time > MAX_DESTROY_DELAY_SECS {
+            return self.error(
+                id,
+                ErrorCode::ParamInvalid,
+                format!(
+                    "roomDestroyDelayTime: at most {MAX_DESTROY_DELAY_SECS} seconds, got {}",
+                    req.config.room_destroy_delay_time
+                ),
+            );
+        }
+        let created = self
+            .shared
+            .store
+            .create_room(
+                NewRoom {
+                    app_id: app.id,
+                    room_id: req.room_info.room_id.clone(),
+                    room_name: req.room_info.room_name.clone(),
+                    creator: user.clone(),
+                    creator_name: self.user_name(),
+                    attributes: req.config.room_attributes.clone().into_iter().collect(),
+                    destroy_delay_secs: req.config.room_destroy_delay_time,
+                    now_ms: self.shared.clock.now_ms(),
+                },
+                app.room_limits(),
+            )
+            .await;
+        let room = match created {
+            Ok(room) => room,
+            Err(e) => {
+                let (code, msg) = match &e {
+                    RoomError::Exists => (
+                        ErrorCode::RoomAlreadyExists,
+                        format!("room {} already exists", req.room_info.room_id),
+                    ),
+                    RoomError::AppRoomLimit(_) => (ErrorCode::RoomCountLimit, e.to_string()),
+                    RoomError::UserRoomLimit(_) => (ErrorCode::UserRoomLimit, e.to_string()),
+                    RoomError::AttributeLimit(m) => {
+                        (ErrorCode::ParamInvalid, format!("roomAttributes: {m}"))
+                    }
+                    _ => (
+                        ErrorCode::RoomCreateFailed,
+                        format!("the room could not be created: {e}"),
+                    ),
+                };
+                return self.error(id, code, msg);
+            }
+        };
+        if let Some(end) = self.attach_room(&room.room_id, room.seq_head, None).await {
+            return Some(end);
+        }
+        self.shared.rooms.events.joined(
+            app.id,
+            &room.room_id,
+            UserInfo {
+                user_id: user,
+                user_name: self.user_name(),
+            },
+        );
+        self.reply(&Reply::ok(
+            id,
+            &RoomJoinedReply {
+                room_info: RoomInfo {
+                    room_id: room.room_id,
+                    room_name: room.room_name,
+                },
+                room_seq: room.seq_head,
+                created: true,
+            },
+        ))
+    }
+
+    /// Joins (or rejoins) a room; `Err` carries the reply for a failure.
+    async fn join(
+        &mut self,
+        id: u64,
+        room_id: &str,
+        last_seq: Option<u64>,
+    ) -> Result<RoomJoinedReply, Reply> {
+        let Some((app, user)) = self.app_user() else {
+            return Err(Reply::error(id, ErrorCode::NotLoggedIn, "log in first"));
+        };
+        let joined = self
+            .shared
+            .store
+            .join_room(
+                app.id,
+                room_id,
+                &user,
+                &self.user_name(),
+                self.shared.clock.now_ms(),
+                app.room_limits(),
+            )
+            .await
+            .map_err(|e| {
+                let (code, msg) = match &e {
+                    RoomError::NotFound => (
+                        ErrorCode::RoomJoinNotExist,
+                        format!("room {room_id} does not exist"),
+                    ),
+                    RoomError::UserRoomLimit(_) => (ErrorCode::UserRoomLimit, e.to_string()),
+                    RoomError::RoomFull(_) => (ErrorCode::Failed, e.to_string()),
+                    _ => (
+                        ErrorCode::RoomInternalError,
+                        format!("joining the room failed: {e}"),
+                    ),
+                };
+                Reply::error(id, code, msg)
+            })?;
+        let room = joined.room;
+        // A rejoin without lastSeq only re-attaches (no catch-up).
+        if let Some(end) = self
+            .attach_room(&room.room_id, room.seq_head, last_seq)
+            .await
+        {
+            return Err(Reply::error(id, ErrorCode::RoomInternalError, end.1));
+        }
+        if !joined.already_member {
+            self.shared.rooms.events.joined(
+                app.id,
+                &room.room_id,
+                UserInfo {
+                    user_id: user,
+                    user_name: self.user_name(),
+                },
+            );
+        }
+        Ok(RoomJoinedReply {
+            room_info: RoomInfo {
+                room_id: room.room_id,
+                room_name: room.room_name,
+            },
+            room_seq: room.seq_head,
+            created: false,
+        })
+    }
+
+    pub(super) async fn join_room(&mut self, id: u64, req: JoinRoomRequest) -> Ending {
+        if let Err(msg) = validate::room_id("roomID", &req.room_id) {
+            return self.error(id, ErrorCode::ParamInvalid, msg);
+        }
+        match self.join(id, &req.room_id, req.last_seq).await {
+            Ok(reply) => self.reply(&Reply::ok(id, &reply)),
+            Err(reply) => self.reply(&reply),
+        }
+    }
+
+    pub(super) async fn enter_room(&mut self, id: u64, req: EnterRoomRequest) -> Ending {
+        if let Err(msg) = Self::check_room_info(&req.room_info) {
+            return self.error(id, ErrorCode::ParamInvalid, msg);
+        }
+        for _ in 0..3 {
+            match self.join(id, &req.room_info.room_id, req.last_seq).await {
+                Ok(reply) => return self.reply(&Reply::ok(id, &reply)),
+                Err(reply) if reply.code == ErrorCode::RoomJoinNotExist => {}
+                Err(reply) => return self.reply(&reply),
+            }
+            // Not there: create it (another member may win the race; then join).
+            let (app, user) = self.app_user()?;
+            let created = self
+                .shared
+                .store
+                .create_room(
+                    NewRoom {
+                        app_id: app.id,
+                        room_id: req.room_info.room_id.clone(),
+                        room_name: req.room_info.room_name.clone(),
+                        creator: user.clone(),
+                        creator_name: self.user_name(),
+                        attributes: req.config.room_attributes.clone().into_iter().collect(),
+                        destroy_delay_secs: req
+                            .config
+                            .room_destroy_delay_time
+                            .min(MAX_DESTROY_DELAY_SECS),
+                        now_ms: self.shared.clock.now_ms(),
+                    },
+                    app.room_limits(),
+                )
+                .await;
+            match created {
+                Ok(room) => {
+                    if let Some(end) = self.attach_room(&room.room_id, room.seq_head, None).await {
+                        return Some(end);
+                    }
+                    self.shared.rooms.events.joined(
+                        app.id,
+                        &room.room_id,
+                        UserInfo {
+                            user_id: user,
+                            user_name: self.user_name(),
+                        },
+                    );
+                    return self.reply(&Reply::ok(
+                        id,
+                        &RoomJoinedReply {
+                            room_info: RoomInfo {
+                                room_id: room.room_id,
+                                room_name: room.room_name,
+                            },
+                            room_seq: room.seq_head,
+                            created: true,
+                        },
+                    ));
+                }
+                Err(RoomError::Exists) => {}
+                Err(e) => {
+                    let (code, msg) = match &e {
+                        RoomError::AppRoomLimit(_) => (ErrorCode::RoomCountLimit, e.to_string()),
+                        RoomError::UserRoomLimit(_) => (ErrorCode::UserRoomLimit, e.to_string()),
+                        RoomError::AttributeLimit(m) => {
+                            (ErrorCode::ParamInvalid, format!("roomAttributes: {m}"))
+                        }
+                        _ => (
+                            ErrorCode::RoomInternalError,
+                            format!("entering the room failed: {e}"),
+                        ),
+                    };
+                    return self.error(id, code, msg);
+                }
+            }
+        }
+        self.error(
+            id,
+            ErrorCode::RoomInternalError,
+            "the room kept appearing and disappearing; try again",
+        )
+    }
+
+    pub(super) async fn leave_room(&mut self, id: u64, req: RoomIdRequest) -> Ending {
+        let (app, user) = self.app_user()?;
+        if let Err(msg) = validate::room_id("roomID", &req.room_id) {
+            return self.error(id, ErrorCode::ParamInvalid, msg);
+        }
+        let now = self.shared.clock.now_ms();
+        match self.leave_in_store(&app, &user, &req.room_id, now).await {
+            Ok(()) => {
+                self.detach_room(&req.room_id).await;
+                self.reply(&Reply::ok(
+                    id,
+                    &RoomIdRequest {
+                        room_id: req.room_id,
+                    },
+                ))
+            }
+            Err(RoomError::NotFound) => self.error(
+                id,
+                ErrorCode::RoomNotExist,
+                format!("room {} does not exist", req.room_id),
+            ),
+            Err(RoomError::NotMember) => self.error(
+                id,
+                ErrorCode::RoomLeaveFailed,
+                format!("you are not a member of room {}", req.room_id),
+            ),
+            Err(e) => self.error(
+                id,
+                ErrorCode::RoomInternalError,
+                format!("leaving the room failed: {e}"),
+            ),
+        }
+    }
+
+    /// Checks membership for a query: `Some(ending)` answers the request.
+    async fn require_member(&self, id: u64, room_id: &str) -> Option<Ending> {
+        if let Err(msg) = validate::room_id("roomID", room_id) {
+            return Some(self.error(id, ErrorCode::ParamInvalid, msg));
+        }
+        if self.rooms.contains(room_id) {
+            return None;
+        }
+        Some(self.not_in_room(id, room_id, ErrorCode::NotInRoom).await)
+    }
+
+    pub(super) async fn query_members(
+        &mut self,
+        id: u64,
+        req: QueryRoomMemberListRequest,
+    ) -> Ending {
+        if let Some(end) = self.require_member(id, &req.room_id).await {
+            return end;
+        }
+        let (app, _) = self.app_user()?;
+        if req.config.count == 0 || req.config.count > 100 {
+            return self.error(
+                id,
+                ErrorCode::ParamInvalid,
+                format!("config.count: must be 1-100, got {}", req.config.count),
+            );
+        }
+        let after = (!req.config.next_flag.is_empty()).then_some(req.config.next_flag.as_str());
+        let count = req.config.count as usize;
+        match self
+            .shared
+            .store
+            .room_members(app.id, &req.room_id, after, count + 1)
+            .await
+        {
+            Ok(mut members) => {
+                let more = members.len() > count;
+                members.truncate(count);
+                let next_flag = if more {
+                    members
+                        .last()
+                        .map(|m| m.user_id.clone())
+                        .unwrap_or_default()
+                } else {
+                    String::new()
+                };
+                self.reply(&Reply::ok(
+                    id,
+                    &QueryRoomMemberListReply {
+                        room_id: req.room_id,
+                        member_list: members
+                            .into_iter()
+                            .map(|m| UserInfo {
+                                user_id: m.user_id,
+                                user_name: m.user_name,
+                            })
+                            .collect(),
+                        next_flag,
+                    },
+                ))
+            }
+            Err(e) => self.error(
+                id,
+                ErrorCode::RoomInternalError,
+                format!("reading members failed: {e}"),
+            ),
+        }
+    }
+
+    pub(super) async fn query_count(&mut self, id: u64, req: RoomIdRequest) -> Ending {
+        if let Some(end) = self.require_member(id, &req.room_id).await {
+            return end;
+        }
+        let (app, _) = self.app_user()?;
+        match self
+            .shared
+            .store
+            .room_member_count(app.id, &req.room_id)
+            .await
+        {
+            Ok(count) => self.reply(&Reply::ok(
+                id,
+                &RoomCountReply {
+                    room_id: req.room_id,
+                    count,
+                },
+            )),
+            Err(e) => self.error(
+                id,
+                ErrorCode::RoomInternalError,
+                format!("counting members failed: {e}"),
+            ),
+        }
+    }
+
+    async fn change_attributes(
+        &mut self,
+        id: u64,
+        room_id: String,
+        set: BTreeMap<String, String>,
+        delete: Vec<String>,
+        config: RoomAttributesSetConfig,
+        batch: bool,
+    ) -> Ending {
+        if let Some(end) = self.require_member(id, &room_id).await {
+            return end;
+        }
+        let (app, user) = self.app_user()?;
+        let change = AttributeChange {
+            set: set.into_iter().collect(),
+            delete,
+            is_force: config.is_force,
+            is_update_owner: config.is_update_owner,
+            is_delete_after_owner_left: config.is_delete_after_owner_left,
+        };
+        match self
+            .shared
+            .store
+            .change_room_attributes(app.id, &room_id, &user, change, app.room_limits())
+            .await
+        {
+            Ok(changed) => {
+                let infos = attribute_updates(&changed.set, &changed.deleted);
+                if !infos.is_empty() {
+                    let data = RoomAttributesUpdated {
+                        room_id: room_id.clone(),
+                        infos,
+                    };
+                    let push = if batch {
+                        Push::RoomAttributesBatchUpdated(data)
+                    } else {
+                        Push::RoomAttributesUpdated(data)
+                    };
+                    publish_room_push(&self.shared, app.id, &room_id, &push).await;
+                }
+                self.reply(&Reply::ok(
+                    id,
+                    &RoomAttributesOperatedReply {
+                        room_id,
+                        error_keys: changed.error_keys,
+                    },
+                ))
+            }
+            Err(RoomError::AttributeLimit(m)) => {
+                self.error(id, ErrorCode::ParamInvalid, format!("roomAttributes: {m}"))
+            }
+            Err(RoomError::NotFound) => self.error(
+                id,
+                ErrorCode::RoomNotExist,
+                format!("room {room_id} does not exist"),
+            ),
+            Err(RoomError::NotMember) => self.error(
+                id,
+                ErrorCode::NotInRoom,
+                format!("you are not a member of room {room_id}"),
+            ),
+            Err(e) => self.error(
+                id,
+                ErrorCode::RoomInternalError,
+                format!("changing attributes failed: {e}"),
+            ),
+        }
+    }
+
+    pub(super) async fn set_attributes(
+        &mut self,
+        id: u64,
+        req: SetRoomAttributesRequest,
+    ) -> Ending {
+        if req.room_attributes.is_empty() {
+            return self.error(
+                id,
+                ErrorCode::ParamInvalid,
+                "roomAttributes: must not be empty",
+            );
+        }
+        self.change_attributes(
+            id,
+            req.room_id,
+            req.room_attributes,
+            Vec::new(),
+            req.config,
+            false,
+        )
+        .await
+    }
+
+    pub(super) async fn delete_attributes(
+        &mut self,
+        id: u64,
+        req: DeleteRoomAttributesRequest,
+    ) -> Ending {
+        if req.keys.is_empty() {
+            return self.error(id, ErrorCode::ParamInvalid, "keys: must not be empty");
+        }
+        self.change_attributes(
+            id,
+            req.room_id,
+            BTreeMap::new(),
+            req.keys,
+            req.config,
+            false,
+        )
+        .await
+    }
+
+    pub(super) async fn batch_attributes(
+        &mut self,
+        id: u64,
+        req: BatchRoomAttributesRequest,
+    ) -> Ending {
+        if req.room_attributes.is_empty() && req.keys.is_empty() {
+            return self.error(
+                id,
+                ErrorCode::ParamInvalid,
+                "roomAttributes and keys: nothing to change",
+            );
+        }
+        self.change_attributes(
+            id,
+            req.room_id,
+            req.room_attributes,
+            req.keys,
+            req.config,
+            true,
+        )
+        .await
+    }
+
+    pub(super) async fn query_attributes(&mut self, id: u64, req: RoomIdRequest) -> Ending {
+        if let Some(end) = self.require_member(id, &req.room_id).await {
+            return end;
+        }
+        let (app, _) = self.app_user()?;
+        match self
+            .shared
+            .store
+            .room_attributes(app.id, &req.room_id)
+            .await
+        {
+            Ok(attrs) => self.reply(&Reply::ok(
+                id,
+                &RoomAttributesReply {
+                    room_id: req.room_id,
+                    room_attributes: attrs.into_iter().collect(),
+                },
+            )),
+            Err(e) => self.error(
+                id,
+                ErrorCode::RoomInternalError,
+                format!("reading attributes failed: {e}"),
+            ),
+        }
+    }
+
+    pub(super) async fn send_room(&mut self, id: u64, req: SendRoomMessageRequest) -> Ending {
+        let (app, sender) = self.app_user()?;
+        if let Err(msg) = validate::room_id("roomID", &req.room_id)
+            .and_then(|()| validate::body(req.kind, &req.message, true, &app.limits))
+        {
+            return self.error(id, ErrorCode::ParamInvalid, msg);
+        }
+        if !self.rooms.contains(&req.room_id) {
+            return self
+                .not_in_room(id, &req.room_id, ErrorCode::NotInRoom)
+                .await;
+        }
+        let now_ms = self.shared.clock.now_ms();
+        let topic = room_topic(app.id, &req.room_id);
+        if req.kind == MessageType::Barrage {
+            // Unreliable by definition: past the per-user rate the excess is dropped.
+            let message_id = self.shared.next_live_message_id();
+            if app.barrage.check_key(&sender).is_ok() {
+                let envelope =
+                    self.live_room_envelope(&req, &sender, message_id, now_ms, RoomClass::Barrage);
+                if let Err(e) = self.shared.broker.publish(&topic, envelope).await {
+                    tracing::warn!(error = %e, "barrage publication failed");
+                }
+            }
+            return self.reply(&Reply::ok(
+                id,
+                &SendMessageReply {
+                    message_id,
+                    local_message_id: req.local_message_id,
+                    timestamp: now_ms,
+                    conversation_seq: 0,
+                },
+            ));
+        }
+        if let Err(msg) = self.check_rate(&app, &sender) {
+            return self.error(id, ErrorCode::ServerRateLimit, msg);
+        }
+        if req.kind == MessageType::Command {
+            if let Some(first) = self.live_duplicate(req.local_message_id) {
+                return self.reply(&Reply::ok(id, &first));
+            }
+            let message_id = self.shared.next_live_message_id();
+            let envelope = self.live_room_envelope(
+                &req,
+                &sender,
+                message_id,
+                now_ms,
+                RoomClass::Live(req.priority),
+            );
+            if let Err(e) = self.shared.broker.publish(&topic, envelope).await {
+                tracing::warn!(error = %e, "room publication failed");
+                return self.error(
+                    id,
+                    ErrorCode::MessageSendFailed,
+                    "the broker is unavailable",
+                );
+            }
+            Metrics::inc(&self.shared.metrics.messages_live_total);
+            let reply = SendMessageReply {
+                message_id,
+                local_message_id: req.local_message_id,
+                timestamp: now_ms,
+                conversation_seq: 0,
+            };
+            self.remember_live(req.local_message_id, reply.clone());
+            return self.reply(&Reply::ok(id, &reply));
+        }
+        // Text: stored, then published in seq order.
+        let key = (app.id, req.room_id.clone());
+        let head = match self.shared.store.room(app.id, &req.room_id).await {
+            Ok(Some(room)) => room.seq_head,
+            Ok(None) => {
+                return self.error(
+                    id,
+                    ErrorCode::RoomNotExist,
+                    format!("room {} does not exist", req.room_id),
+                );
+            }
+            Err(e) => {
+                return self.error(
+                    id,
+                    ErrorCode::MessageInternalError,
+                    format!("room lookup failed: {e}"),
+                );
+            }
+        };
+        self.shared.rooms.sequencer.begin(&key, head).await;
+        let appended = self
+            .shared
+            .store
+            .append_room(NewRoomMessage {
+                app_id: app.id,
+                room_id: req.room_id.clone(),
+                sender: sender.clone(),
+                kind: req.kind.code(),
+                body: req.message,
+                local_message_id: req.local_message_id,
+                timestamp_ms: now_ms,
+                priority: req.priority.code(),
+            })
+            .await;
+        let (publish, result) = match appended {
+            Ok(a) => {
+                let m = a.message;
+                let reply = SendMessageReply {
+                    message_id: m.message_id,
+                    local_message_id: m.local_message_id,
+                    timestamp: m.timestamp_ms,
+                    conversation_seq: m.seq,
+                };
+                let publish = (!a.duplicate).then(|| {
+                    let seq = m.seq;
+                    let push = Push::ReceiveRoomMessage(ReceiveRoomMessage {
+                        from_room_id: m.room_id.clone(),
+                        message_list: vec![wire_room(m)],
+                    });
+                    let envelope = Envelope::Room {
+                        class: RoomClass::Stored,
+                        sender: sender.clone(),
+                        frame: Bytes::from(encode_push(&push)),
+                    };
+                    (seq, envelope.encode())
+                });
+                (publish, Ok(reply))
+            }
+            Err(e) => (None, Err(e)),
+        };
+        if publish.is_some() {
+            Metrics::inc(&self.shared.metrics.messages_stored_total);
+        }
+        self.shared
+            .rooms
+            .sequencer
+            .finish(&self.shared, &key, publish)
+            .await;
+        match result {
+            Ok(reply) => self.reply(&Reply::ok(id, &reply)),
+            Err(RoomError::NotFound) => self.error(
+                id,
+                ErrorCode::RoomNotExist,
+                format!("room {} does not exist", req.room_id),
+            ),
+            Err(RoomError::NotMember) => self.error(
+                id,
+                ErrorCode::NotInRoom,
+                format!("you are not a member of room {}", req.room_id),
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "storing a room message failed");
+                self.error(
+                    id,
+                    ErrorCode::MessageInternalError,
+                    "the message could not be stored; retry with the same localMessageID",
+                )
+            }
+        }
+    }
+
+    fn live_room_envelope(
+        &self,
+        req: &SendRoomMessageRequest,
+        sender: &str,
+        message_id: u64,
+        now_ms: i64,
+        class: RoomClass,
+    ) -> Bytes {
+        let push = Push::ReceiveRoomMessage(ReceiveRoomMessage {
+            from_room_id: req.room_id.clone(),
+            message_list: vec![WireMessage {
+                kind: req.kind,
+                message: req.message.clone(),
+                message_id,
+                local_message_id: req.local_message_id,
+                sender_user_id: sender.to_owned(),
+                timestamp: now_ms,
+                conversation_id: req.room_id.clone(),
+                conversation_type: ConversationType::Room,
+                conversation_seq: 0,
+                inbox_seq: None,
+                priority: req.priority,
+            }],
+        });
+        Envelope::Room {
+            class,
+            sender: sender.to_owned(),
+            frame: Bytes::from(encode_push(&push)),
+        }
+        .encode()
+    }
+
+    pub(super) async fn query_history(&mut self, id: u64, req: QueryHistoryRequest) -> Ending {
+        let (app, user) = self.app_user()?;
+        if req.config.count == 0 || req.config.count > 100 {
+            return self.error(
+                id,
+                ErrorCode::ParamInvalid,
+                format!("config.count: must be 1-100, got {}", req.config.count),
+            );
+        }
+        let conversation = match req.conversation_type {
+            ConversationType::Peer => {
+                if let Err(msg) = validate::user_id("conversationID", &req.conversation_id) {
+                    return self.error(id, ErrorCode::ParamInvalid, msg);
+                }
+                Conversation::Peer(user.clone(), req.conversation_id.clone())
+            }
+            ConversationType::Room => {
+                if let Some(end) = self.require_member(id, &req.conversation_id).await {
+                    return end;
+                }
+                Conversation::Room(req.conversation_id.clone())
+            }
+        };
+        let query = HistoryQuery {
+            app_id: app.id,
+            conversation,
+            anchor: req.config.next_message.map(|m| m.conversation_seq),
+            count: req.config.count as usize,
+            reverse: req.config.reverse,
+        };
+        let page = match self.shared.store.history(query).await {
+            Ok(page) => page,
+            Err(e) => {
+                return self.error(
+                    id,
+                    ErrorCode::Failed,
+                    format!("reading history failed: {e}"),
+                );
+            }
+        };
+        let conversation_type = req.conversation_type;
+        let conversation_id = req.conversation_id.clone();
+        let message_list = page
+            .into_iter()
+            .map(|m: HistoryMessage| WireMessage {
+                kind: MessageType::from_code(m.kind),
+                message: m.body,
+                message_id: m.message_id,
+                local_message_id: m.local_message_id,
+                sender_user_id: m.sender,
+                timestamp: m.timestamp_ms,
+                conversation_id: conversation_id.clone(),
+                conversation_type,
+                conversation_seq: m.seq,
+                inbox_seq: None,
+                priority: Priority::from_code(m.priority).unwrap_or_default(),
+            })
+            .collect();
+        self.reply(&Reply::ok(
+            id,
+            &QueryHistoryReply {
+                conversation_id: req.conversation_id,
+                conversation_type,
+                message_list,
+            },
+        ))
+    }
+}

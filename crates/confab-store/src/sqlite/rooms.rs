@@ -1,0 +1,942 @@
+//! The rooms half of [`SqliteStore`](super::SqliteStore): rooms, members and
+//! attributes, room messages, and the history of peer and room conversations. Writes
+//! run on the writer thread inside their request's savepoint, so an `Err` from any
+//! of them undoes everything it did (checks and changes are one atomic step).
+//!
+//! How this store reads the trait's contract where the contract leaves room:
+//! - A room row exists from create until [`destroy_empty_rooms`] removes it, empty
+//!   or not: `create_room` of an empty room still waiting for its destroy delay is
+//!   [`RoomError::Exists`] (enterRoom then joins it), and such rooms count against
+//!   the app's room limit. Memberships count against the per-user limit whether the
+//!   member is online or offline (in its reconnect grace).
+//! - Limits are checked in the order Exists / NotFound, app rooms, user rooms, room
+//!   members, attributes; the creator of a room always fits in it.
+//! - Attribute limits are checked on the attribute set a request would leave, for
+//!   the keys the request sets (non-empty, key and value sizes), and, when it sets
+//!   any, for the whole set (key count and total bytes). A request that only
+//!   deletes is never refused for size. Deleting a key that does not exist is a
+//!   no-op: the key is neither `deleted` nor an error key.
+//! - `expire_members` removes each member as `leave_room` at time `cutoff_ms` would:
+//!   a room it leaves empty gets `empty_since_ms = cutoff_ms` (the store has no
+//!   clock of its own; the destroy delay counts from the cutoff).
+//! - Destroying a room removes it, its attributes (and members, of which it has
+//!   none); its messages stay for history and retention, its seq counter stays so
+//!   that a re-created roomID continues its seqs.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rusqlite::{Connection, OptionalExtension, Row, ToSql, params, params_from_iter};
+
+use super::{app_from_sql, db, local_from_sql, local_to_sql, next_message_id, seq_from_sql};
+use crate::{
+    AppendedRoom, AttributeChange, AttributesChanged, Conversation, ExpiredMember, HistoryMessage,
+    HistoryQuery, Joined, Left, MemberRecord, NewRoom, NewRoomMessage, RoomError, RoomLimits,
+    RoomRecord, StoreError, StoredRoomMessage,
+};
+
+/// A user in a room of an app: the key of a membership.
+#[derive(Debug)]
+pub(super) struct Member {
+    pub(super) app_id: u32,
+    pub(super) room_id: String,
+    pub(super) user_id: String,
+}
+
+/// One stored attribute.
+#[derive(Debug, Clone)]
+struct Attribute {
+    value: String,
+    owner: String,
+    delete_after_owner_left: bool,
+}
+
+/// The most messages one history page holds.
+const MAX_HISTORY_PAGE: usize = 100;
+
+// ---------------------------------------------------------------------------------
+// Writes (run on the writer thread)
+
+pub(super) fn create_room(
+    conn: &Connection,
+    room: NewRoom,
+    limits: &RoomLimits,
+) -> Result<RoomRecord, RoomError> {
+    let NewRoom {
+        app_id,
+        room_id,
+        room_name,
+        creator,
+        creator_name,
+        attributes,
+        destroy_delay_secs,
+        now_ms,
+    } = room;
+    if member_count_of(conn, app_id, &room_id)?.is_some() {
+        return Err(RoomError::Exists);
+    }
+    let rooms: i64 = conn
+        .prepare_cached("SELECT count(*) FROM rooms WHERE app_id = ?1")
+        .and_then(|mut s| s.query_row([app_id], |r| r.get(0)))
+        .map_err(db("create room: count the app's rooms"))?;
+    if rooms >= i64::from(limits.max_rooms_per_app) {
+        return Err(RoomError::AppRoomLimit(limits.max_rooms_per_app));
+    }
+    if user_room_count(conn, app_id, &creator)? >= i64::from(limits.max_rooms_per_user) {
+        return Err(RoomError::UserRoomLimit(limits.max_rooms_per_user));
+    }
+    // Initial attributes: a repeated key keeps its last value.
+    let mut attrs = BTreeMap::new();
+    for (key, value) in attributes {
+        attrs.insert(
+            key,
+            Attribute {
+                value,
+                owner: creator.clone(),
+                delete_after_owner_left: false,
+            },
+        );
+    }
+    let touched: BTreeSet<String> = attrs.keys().cloned().collect();
+    check_attribute_limits(&attrs, &touched, limits)?;
+
+    conn.prepare_cached(
+        "INSERT INTO rooms (app_id, room_id, room_name, created_ms, destroy_delay_secs,
+            empty_since_ms, member_count)
+         VALUES (?1, ?2, ?3, ?4, ?5, NULL, 1)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            app_id,
+            room_id,
+            room_name,
+            now_ms,
+            destroy_delay_secs
+        ])
+    })
+    .map_err(db("create room: insert the room"))?;
+    insert_member(conn, app_id, &room_id, &creator, &creator_name, now_ms)?;
+    for (key, attr) in &attrs {
+        write_attribute(conn, app_id, &room_id, key, attr)?;
+    }
+    Ok(read_room(conn, app_id, &room_id)?.ok_or_else(|| vanished(&room_id))?)
+}
+
+pub(super) fn join_room(
+    conn: &Connection,
+    m: &Member,
+    user_name: &str,
+    now_ms: i64,
+    limits: &RoomLimits,
+) -> Result<Joined, RoomError> {
+    let Some(members) = member_count_of(conn, m.app_id, &m.room_id)? else {
+        return Err(RoomError::NotFound);
+    };
+    let rejoined = conn
+        .prepare_cached(
+            "UPDATE room_members SET offline_since_ms = NULL
+             WHERE app_id = ?1 AND room_id = ?2 AND user_id = ?3",
+        )
+        .and_then(|mut s| s.execute(params![m.app_id, m.room_id, m.user_id]))
+        .map_err(db("join room: mark the member online"))?;
+    let already_member = rejoined > 0;
+    if !already_member {
+        if user_room_count(conn, m.app_id, &m.user_id)? >= i64::from(limits.max_rooms_per_user) {
+            return Err(RoomError::UserRoomLimit(limits.max_rooms_per_user));
+        }
+        if members >= i64::from(limits.max_room_members) {
+            return Err(RoomError::RoomFull(limits.max_room_members));
+        }
+        insert_member(conn, m.app_id, &m.room_id, &m.user_id, user_name, now_ms)?;
+        conn.prepare_cached(
+            "UPDATE rooms SET member_count = member_count + 1, empty_since_ms = NULL
+             WHERE app_id = ?1 AND room_id = ?2",
+        )
+        .and_then(|mut s| s.execute(params![m.app_id, m.room_id]))
+        .map_err(db("join room: count the member"))?;
+    }
+    let room = read_room(conn, m.app_id, &m.room_id)?.ok_or_else(|| vanished(&m.room_id))?;
+    Ok(Joined {
+        room,
+        already_member,
+    })
+}
+
+pub(super) fn leave_room(conn: &Connection, m: &Member, now_ms: i64) -> Result<Left, RoomError> {
+    if member_count_of(conn, m.app_id, &m.room_id)?.is_none() {
+        return Err(RoomError::NotFound);
+    }
+    remove_member(conn, m.app_id, &m.room_id, &m.user_id, now_ms)?.ok_or(RoomError::NotMember)
+}
+
+pub(super) fn set_member_offline(
+    conn: &Connection,
+    app_id: u32,
+    user_id: &str,
+    since_ms: Option<i64>,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "UPDATE room_members SET offline_since_ms = ?3 WHERE app_id = ?1 AND user_id = ?2",
+    )
+    .and_then(|mut s| s.execute(params![app_id, user_id, since_ms]))
+    .map_err(db("set members offline"))?;
+    Ok(())
+}
+
+pub(super) fn expire_members(
+    conn: &Connection,
+    cutoff_ms: i64,
+) -> Result<Vec<ExpiredMember>, StoreError> {
+    let due: Vec<(i64, String, String)> = conn
+        .prepare_cached(
+            "SELECT app_id, room_id, user_id FROM room_members WHERE offline_since_ms < ?1
+             ORDER BY app_id, room_id, user_id",
+        )
+        .and_then(|mut s| {
+            s.query_map([cutoff_ms], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect()
+        })
+        .map_err(db("expire members: find them"))?;
+    let mut expired = Vec::with_capacity(due.len());
+    for (app_id, room_id, user_id) in due {
+        let app_id = app_from_sql(app_id)?;
+        let left =
+            remove_member(conn, app_id, &room_id, &user_id, cutoff_ms)?.ok_or_else(|| {
+                StoreError::Corrupt(format!("member {user_id} of {room_id} vanished"))
+            })?;
+        expired.push(ExpiredMember {
+            app_id,
+            room_id,
+            user_id,
+            removed_attributes: left.removed_attributes,
+            room_empty: left.room_empty,
+        });
+    }
+    Ok(expired)
+}
+
+pub(super) fn destroy_empty_rooms(
+    conn: &Connection,
+    now_ms: i64,
+) -> Result<Vec<(u32, String)>, StoreError> {
+    let due: Vec<(i64, String)> = conn
+        .prepare_cached(
+            "SELECT app_id, room_id FROM rooms
+             WHERE empty_since_ms IS NOT NULL
+               AND empty_since_ms + destroy_delay_secs * 1000 <= ?1
+               AND member_count = 0
+               AND NOT EXISTS (SELECT 1 FROM room_members m
+                               WHERE m.app_id = rooms.app_id AND m.room_id = rooms.room_id)
+             ORDER BY app_id, room_id",
+        )
+        .and_then(|mut s| {
+            s.query_map([now_ms], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect()
+        })
+        .map_err(db("destroy rooms: find them"))?;
+    let mut destroyed = Vec::with_capacity(due.len());
+    for (app_id, room_id) in due {
+        conn.prepare_cached("DELETE FROM room_attributes WHERE app_id = ?1 AND room_id = ?2")
+            .and_then(|mut s| s.execute(params![app_id, room_id]))
+            .map_err(db("destroy rooms: delete attributes"))?;
+        conn.prepare_cached("DELETE FROM rooms WHERE app_id = ?1 AND room_id = ?2")
+            .and_then(|mut s| s.execute(params![app_id, room_id]))
+            .map_err(db("destroy rooms: delete the room"))?;
+        destroyed.push((app_from_sql(app_id)?, room_id));
+    }
+    Ok(destroyed)
+}
+
+pub(super) fn change_attributes(
+    conn: &Connection,
+    m: &Member,
+    change: AttributeChange,
+    limits: &RoomLimits,
+) -> Result<AttributesChanged, RoomError> {
+    require_member(conn, m)?;
+    let AttributeChange {
+        set,
+        delete,
+        is_force,
+        is_update_owner,
+        is_delete_after_owner_left,
+    } = change;
+    let mut attrs = load_attributes(conn, m.app_id, &m.room_id)?;
+    let mut outcome = AttributesChanged::default();
+    // Keys to write and keys to delete, once the whole request has been applied.
+    let mut written = BTreeSet::new();
+    let mut removed = BTreeSet::new();
+    let refuse = |outcome: &mut AttributesChanged, key: String| {
+        if !outcome.error_keys.contains(&key) {
+            outcome.error_keys.push(key);
+        }
+    };
+
+    for (key, value) in set {
+        let (owner, delete_after_owner_left) = match attrs.get(&key) {
+            Some(a) if a.owner != m.user_id && !is_force => {
+                refuse(&mut outcome, key);
+                continue;
+            }
+            // Forced onto another's key without taking it over: its owner keeps it,
+            // with the owner's own delete-after-left choice.
+            Some(a) if a.owner != m.user_id && !is_update_owner => {
+                (a.owner.clone(), a.delete_after_owner_left)
+            }
+            _ => (m.user_id.clone(), is_delete_after_owner_left),
+        };
+        attrs.insert(
+            key.clone(),
+            Attribute {
+                value: value.clone(),
+                owner,
+                delete_after_owner_left,
+            },
+        );
+        removed.remove(&key);
+        written.insert(key.clone());
+        outcome.set.push((key, value));
+    }
+    for key in delete {
+        match attrs.get(&key) {
+            None => {}
+            Some(a) if a.owner != m.user_id && !is_force => refuse(&mut outcome, key),
+            Some(_) => {
+                attrs.remove(&key);
+                written.remove(&key);
+                removed.insert(key.clone());
+                outcome.deleted.push(key);
+            }
+        }
+    }
+    check_attribute_limits(&attrs, &written, limits)?;
+
+    for key in &written {
+        write_attribute(conn, m.app_id, &m.room_id, key, &attrs[key])?;
+    }
+    for key in &removed {
+        conn.prepare_cached(
+            "DELETE FROM room_attributes WHERE app_id = ?1 AND room_id = ?2 AND key = ?3",
+        )
+        .and_then(|mut s| s.execute(params![m.app_id, m.room_id, key]))
+        .map_err(db("change attributes: delete"))?;
+    }
+    Ok(outcome)
+}
+
+pub(super) fn append_room(
+    conn: &Connection,
+    msg: NewRoomMessage,
+) -> Result<AppendedRoom, RoomError> {
+    let local = local_to_sql(msg.local_message_id);
+    // A retry is answered before anything else: the first send was accepted, even
+    // if the sender has left (or the room is gone) since.
+    let existing = conn
+        .prepare_cached(&format!(
+            "SELECT {ROOM_MESSAGE_COLUMNS} FROM room_messages
+             WHERE app_id = ?1 AND sender = ?2 AND local_message_id = ?3"
+        ))
+        .and_then(|mut s| {
+            s.query_row(params![msg.app_id, msg.sender, local], RawRoomMessage::read)
+                .optional()
+        })
+        .map_err(db("append room message: look for a previous send"))?;
+    if let Some(raw) = existing {
+        return Ok(AppendedRoom {
+            message: raw.into_stored()?,
+            duplicate: true,
+        });
+    }
+    require_member(
+        conn,
+        &Member {
+            app_id: msg.app_id,
+            room_id: msg.room_id.clone(),
+            user_id: msg.sender.clone(),
+        },
+    )?;
+    let seq: i64 = conn
+        .prepare_cached(
+            "INSERT INTO room_seqs (app_id, room_id, last_seq) VALUES (?1, ?2, 1)
+             ON CONFLICT (app_id, room_id) DO UPDATE SET last_seq = last_seq + 1
+             RETURNING last_seq",
+        )
+        .and_then(|mut s| s.query_row(params![msg.app_id, msg.room_id], |r| r.get(0)))
+        .map_err(db("append room message: advance the room seq"))?;
+    let message_id = next_message_id(conn)?;
+    conn.prepare_cached(
+        "INSERT INTO room_messages (message_id, app_id, room_id, seq, sender, kind, body,
+            local_message_id, timestamp_ms, priority)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            message_id,
+            msg.app_id,
+            msg.room_id,
+            seq,
+            msg.sender,
+            msg.kind,
+            msg.body,
+            local,
+            msg.timestamp_ms,
+            msg.priority,
+        ])
+    })
+    .map_err(db("append room message: insert the message"))?;
+    Ok(AppendedRoom {
+        message: StoredRoomMessage {
+            message_id: seq_from_sql(message_id, "message_id")?,
+            seq: seq_from_sql(seq, "room seq")?,
+            room_id: msg.room_id,
+            sender: msg.sender,
+            kind: msg.kind,
+            body: msg.body,
+            local_message_id: msg.local_message_id,
+            timestamp_ms: msg.timestamp_ms,
+            priority: msg.priority,
+        },
+        duplicate: false,
+    })
+}
+
+// ---------------------------------------------------------------------------------
+// Write helpers
+
+/// The room's member count, or `None` if the room does not exist.
+fn member_count_of(
+    conn: &Connection,
+    app_id: u32,
+    room_id: &str,
+) -> Result<Option<i64>, StoreError> {
+    conn.prepare_cached("SELECT member_count FROM rooms WHERE app_id = ?1 AND room_id = ?2")
+        .and_then(|mut s| {
+            s.query_row(params![app_id, room_id], |r| r.get(0))
+                .optional()
+        })
+        .map_err(db("read the room's member count"))
+}
+
+/// How many rooms the user is a member of, in this app.
+fn user_room_count(conn: &Connection, app_id: u32, user_id: &str) -> Result<i64, StoreError> {
+    conn.prepare_cached("SELECT count(*) FROM room_members WHERE app_id = ?1 AND user_id = ?2")
+        .and_then(|mut s| s.query_row(params![app_id, user_id], |r| r.get(0)))
+        .map_err(db("count the user's rooms"))
+}
+
+/// [`RoomError::NotFound`] for a missing room, [`RoomError::NotMember`] for a
+/// non-member.
+fn require_member(conn: &Connection, m: &Member) -> Result<(), RoomError> {
+    if member_count_of(conn, m.app_id, &m.room_id)?.is_none() {
+        return Err(RoomError::NotFound);
+    }
+    if !is_member(conn, m)? {
+        return Err(RoomError::NotMember);
+    }
+    Ok(())
+}
+
+fn insert_member(
+    conn: &Connection,
+    app_id: u32,
+    room_id: &str,
+    user_id: &str,
+    user_name: &str,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO room_members (app_id, room_id, user_id, user_name, joined_ms,
+            offline_since_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, NULL)",
+    )
+    .and_then(|mut s| s.execute(params![app_id, room_id, user_id, user_name, now_ms]))
+    .map_err(db("insert a room member"))?;
+    Ok(())
+}
+
+/// Removes a membership as a leave at `now_ms` does; `None` if there was none.
+fn remove_member(
+    conn: &Connection,
+    app_id: u32,
+    room_id: &str,
+    user_id: &str,
+    now_ms: i64,
+) -> Result<Option<Left>, StoreError> {
+    let gone = conn
+        .prepare_cached(
+            "DELETE FROM room_members WHERE app_id = ?1 AND room_id = ?2 AND user_id = ?3",
+        )
+        .and_then(|mut s| s.execute(params![app_id, room_id, user_id]))
+        .map_err(db("leave room: delete the member"))?;
+    if gone == 0 {
+        return Ok(None);
+    }
+    let mut removed_attributes: Vec<String> = conn
+        .prepare_cached(
+            "DELETE FROM room_attributes
+             WHERE app_id = ?1 AND room_id = ?2 AND owner = ?3 AND delete_after_owner_left = 1
+             RETURNING key",
+        )
+        .and_then(|mut s| {
+            s.query_map(params![app_id, room_id, user_id], |r| r.get(0))?
+                .collect()
+        })
+        .map_err(db("leave room: delete the member's attributes"))?;
+    removed_attributes.sort_unstable();
+    // The right-hand sides see the row before the update.
+    let remaining: i64 = conn
+        .prepare_cached(
+            "UPDATE rooms SET member_count = member_count - 1,
+                empty_since_ms = CASE WHEN member_count = 1 THEN ?3 ELSE empty_since_ms END
+             WHERE app_id = ?1 AND room_id = ?2
+             RETURNING member_count",
+        )
+        .and_then(|mut s| s.query_row(params![app_id, room_id, now_ms], |r| r.get(0)))
+        .map_err(db("leave room: count the member out"))?;
+    Ok(Some(Left {
+        removed_attributes,
+        room_empty: remaining == 0,
+    }))
+}
+
+fn load_attributes(
+    conn: &Connection,
+    app_id: u32,
+    room_id: &str,
+) -> Result<BTreeMap<String, Attribute>, StoreError> {
+    conn.prepare_cached(
+        "SELECT key, value, owner, delete_after_owner_left FROM room_attributes
+         WHERE app_id = ?1 AND room_id = ?2",
+    )
+    .and_then(|mut s| {
+        s.query_map(params![app_id, room_id], |r| {
+            Ok((
+                r.get(0)?,
+                Attribute {
+                    value: r.get(1)?,
+                    owner: r.get(2)?,
+                    delete_after_owner_left: r.get(3)?,
+                },
+            ))
+        })?
+        .collect()
+    })
+    .map_err(db("read the room's attributes"))
+}
+
+fn write_attribute(
+    conn: &Connection,
+    app_id: u32,
+    room_id: &str,
+    key: &str,
+    attr: &Attribute,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO room_attributes (app_id, room_id, key, value, owner, delete_after_owner_left)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (app_id, room_id, key) DO UPDATE SET
+            value = excluded.value, owner = excluded.owner,
+            delete_after_owner_left = excluded.delete_after_owner_left",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            app_id,
+            room_id,
+            key,
+            attr.value,
+            attr.owner,
+            attr.delete_after_owner_left
+        ])
+    })
+    .map_err(db("write an attribute"))?;
+    Ok(())
+}
+
+/// Checks the attribute set a request would leave: each key it sets (`touched`, if
+/// still present) against the key and value limits, and, if it sets any, the whole
+/// set against the key count and total size.
+fn check_attribute_limits(
+    attrs: &BTreeMap<String, Attribute>,
+    touched: &BTreeSet<String>,
+    limits: &RoomLimits,
+) -> Result<(), RoomError> {
+    let refuse = |why: String| Err(RoomError::AttributeLimit(why));
+    let mut any = false;
+    for (key, attr) in touched.iter().filter_map(|k| Some((k, attrs.get(k)?))) {
+        any = true;
+        if key.is_empty() {
+            return refuse("a room attribute key must not be empty".into());
+        }
+        if key.len() > limits.max_attr_key_bytes {
+            return refuse(format!(
+                "room attribute key {} is {} bytes; the limit is {} bytes per key",
+                shown(key),
+                key.len(),
+                limits.max_attr_key_bytes
+            ));
+        }
+        if attr.value.len() > limits.max_attr_value_bytes {
+            return refuse(format!(
+                "the value of room attribute {} is {} bytes; the limit is {} bytes per value",
+                shown(key),
+                attr.value.len(),
+                limits.max_attr_value_bytes
+            ));
+        }
+    }
+    if !any {
+        return Ok(());
+    }
+    if attrs.len() > limits.max_attr_keys {
+        return refuse(format!(
+            "the room would have {} attribute keys; the limit is {} keys per room",
+            attrs.len(),
+            limits.max_attr_keys
+        ));
+    }
+    let total: usize = attrs.iter().map(|(k, a)| k.len() + a.value.len()).sum();
+    if total > limits.max_attr_total_bytes {
+        return refuse(format!(
+            "the room's attributes would total {total} bytes of keys and values; the limit is {} bytes per room",
+            limits.max_attr_total_bytes
+        ));
+    }
+    Ok(())
+}
+
+/// A user-supplied key for an error message: quoted, and cut if long.
+fn shown(key: &str) -> String {
+    const MAX_CHARS: usize = 24;
+    if key.chars().count() <= MAX_CHARS {
+        format!("{key:?}")
+    } else {
+        let head: String = key.chars().take(MAX_CHARS).collect();
+        format!("{head:?}…")
+    }
+}
+
+fn vanished(room_id: &str) -> StoreError {
+    StoreError::Corrupt(format!("room {room_id} vanished inside its own write"))
+}
+
+// ---------------------------------------------------------------------------------
+// Reads (on a read connection, or on the writer inside a write)
+
+const ROOM_SELECT: &str = "SELECT r.app_id, r.room_id, r.room_name, r.created_ms, \
+     r.destroy_delay_secs, r.empty_since_ms, coalesce(s.last_seq, 0) \
+     FROM rooms r LEFT JOIN room_seqs s ON s.app_id = r.app_id AND s.room_id = r.room_id";
+
+/// A room row selected with [`ROOM_SELECT`], before range checks.
+struct RawRoom {
+    app_id: i64,
+    room_id: String,
+    room_name: String,
+    created_ms: i64,
+    destroy_delay_secs: i64,
+    empty_since_ms: Option<i64>,
+    seq_head: i64,
+}
+
+impl RawRoom {
+    fn read(row: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            app_id: row.get(0)?,
+            room_id: row.get(1)?,
+            room_name: row.get(2)?,
+            created_ms: row.get(3)?,
+            destroy_delay_secs: row.get(4)?,
+            empty_since_ms: row.get(5)?,
+            seq_head: row.get(6)?,
+        })
+    }
+
+    fn into_record(self) -> Result<RoomRecord, StoreError> {
+        let delay = self.destroy_delay_secs;
+        Ok(RoomRecord {
+            app_id: app_from_sql(self.app_id)?,
+            room_id: self.room_id,
+            room_name: self.room_name,
+            created_ms: self.created_ms,
+            destroy_delay_secs: u32::try_from(delay).map_err(|_| {
+                StoreError::Corrupt(format!("stored destroy_delay_secs {delay} is not a u32"))
+            })?,
+            empty_since_ms: self.empty_since_ms,
+            seq_head: seq_from_sql(self.seq_head, "room last_seq")?,
+        })
+    }
+}
+
+pub(super) fn read_room(
+    conn: &Connection,
+    app_id: u32,
+    room_id: &str,
+) -> Result<Option<RoomRecord>, StoreError> {
+    conn.prepare_cached(&format!(
+        "{ROOM_SELECT} WHERE r.app_id = ?1 AND r.room_id = ?2"
+    ))
+    .and_then(|mut s| {
+        s.query_row(params![app_id, room_id], RawRoom::read)
+            .optional()
+    })
+    .map_err(db("read a room"))?
+    .map(RawRoom::into_record)
+    .transpose()
+}
+
+pub(super) fn is_member(conn: &Connection, m: &Member) -> Result<bool, StoreError> {
+    conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM room_members
+                        WHERE app_id = ?1 AND room_id = ?2 AND user_id = ?3)",
+    )
+    .and_then(|mut s| s.query_row(params![m.app_id, m.room_id, m.user_id], |r| r.get(0)))
+    .map_err(db("read a membership"))
+}
+
+pub(super) fn room_members(
+    conn: &Connection,
+    app_id: u32,
+    room_id: &str,
+    after_user: Option<&str>,
+    limit: usize,
+) -> Result<Vec<MemberRecord>, StoreError> {
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    // `?3 IS NULL OR user_id > ?3`: one cached statement for the first and later pages.
+    conn.prepare_cached(
+        "SELECT user_id, user_name, joined_ms FROM room_members
+         WHERE app_id = ?1 AND room_id = ?2 AND (?3 IS NULL OR user_id > ?3)
+         ORDER BY user_id LIMIT ?4",
+    )
+    .and_then(|mut s| {
+        s.query_map(params![app_id, room_id, after_user, limit], |r| {
+            Ok(MemberRecord {
+                user_id: r.get(0)?,
+                user_name: r.get(1)?,
+                joined_ms: r.get(2)?,
+            })
+        })?
+        .collect()
+    })
+    .map_err(db("read room members"))
+}
+
+pub(super) fn member_count(
+    conn: &Connection,
+    app_id: u32,
+    room_id: &str,
+) -> Result<u64, StoreError> {
+    seq_from_sql(
+        member_count_of(conn, app_id, room_id)?.unwrap_or(0),
+        "member_count",
+    )
+}
+
+pub(super) fn user_rooms(
+    conn: &Connection,
+    app_id: u32,
+    user_id: &str,
+) -> Result<Vec<RoomRecord>, StoreError> {
+    let rows: Vec<RawRoom> = conn
+        .prepare_cached(&format!(
+            "{ROOM_SELECT} JOIN room_members m ON m.app_id = r.app_id AND m.room_id = r.room_id
+             WHERE m.app_id = ?1 AND m.user_id = ?2
+             ORDER BY r.room_id"
+        ))
+        .and_then(|mut s| {
+            s.query_map(params![app_id, user_id], RawRoom::read)?
+                .collect()
+        })
+        .map_err(db("read the user's rooms"))?;
+    rows.into_iter().map(RawRoom::into_record).collect()
+}
+
+pub(super) fn room_attributes(
+    conn: &Connection,
+    app_id: u32,
+    room_id: &str,
+) -> Result<Vec<(String, String)>, StoreError> {
+    conn.prepare_cached(
+        "SELECT key, value FROM room_attributes WHERE app_id = ?1 AND room_id = ?2 ORDER BY key",
+    )
+    .and_then(|mut s| {
+        s.query_map(params![app_id, room_id], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect()
+    })
+    .map_err(db("read room attributes"))
+}
+
+pub(super) fn room_messages_after(
+    conn: &Connection,
+    app_id: u32,
+    room_id: &str,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<StoredRoomMessage>, StoreError> {
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let after = i64::try_from(after).unwrap_or(i64::MAX);
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows: Vec<RawRoomMessage> = conn
+        .prepare_cached(&format!(
+            "SELECT {ROOM_MESSAGE_COLUMNS} FROM room_messages
+             WHERE app_id = ?1 AND room_id = ?2 AND seq > ?3
+             ORDER BY seq LIMIT ?4"
+        ))
+        .and_then(|mut s| {
+            s.query_map(params![app_id, room_id, after, limit], RawRoomMessage::read)?
+                .collect()
+        })
+        .map_err(db("read room messages"))?;
+    rows.into_iter().map(RawRoomMessage::into_stored).collect()
+}
+
+pub(super) fn history(
+    conn: &Connection,
+    q: &HistoryQuery,
+) -> Result<Vec<HistoryMessage>, StoreError> {
+    let count = i64::try_from(q.count.clamp(1, MAX_HISTORY_PAGE)).unwrap_or(1);
+    // Forward: seq > anchor (0 = from the start). Reverse: seq < anchor (none = from
+    // the newest). Anchors beyond i64 are beyond every stored seq.
+    let anchor = q.anchor.map(|a| i64::try_from(a).unwrap_or(i64::MAX));
+    let (bound, order) = if q.reverse {
+        ("<", "DESC")
+    } else {
+        (">", "ASC")
+    };
+    let anchor = match (q.reverse, anchor) {
+        (false, a) => a.unwrap_or(0),
+        (true, Some(a)) => a,
+        (true, None) => i64::MAX,
+    };
+    let (a, b);
+    let (sql, params): (String, Vec<&dyn ToSql>) = match &q.conversation {
+        Conversation::Peer(x, y) => {
+            (a, b) = if x <= y { (x, y) } else { (y, x) };
+            (
+                format!(
+                    "SELECT message_id, conversation_seq, sender, receiver, kind, body,
+                        local_message_id, timestamp_ms, priority
+                     FROM peer_messages
+                     WHERE app_id = ?1 AND conv_a = ?2 AND conv_b = ?3
+                       AND conversation_seq {bound} ?4
+                     ORDER BY conversation_seq {order} LIMIT ?5"
+                ),
+                vec![&q.app_id, a, b, &anchor, &count],
+            )
+        }
+        Conversation::Room(room_id) => (
+            format!(
+                "SELECT message_id, seq, sender, room_id, kind, body,
+                    local_message_id, timestamp_ms, priority
+                 FROM room_messages
+                 WHERE app_id = ?1 AND room_id = ?2 AND seq {bound} ?3
+                 ORDER BY seq {order} LIMIT ?4"
+            ),
+            vec![&q.app_id, room_id, &anchor, &count],
+        ),
+    };
+    let rows: Vec<RawHistory> = conn
+        .prepare_cached(&sql)
+        .and_then(|mut s| {
+            s.query_map(params_from_iter(params), RawHistory::read)?
+                .collect()
+        })
+        .map_err(db("read history"))?;
+    rows.into_iter().map(RawHistory::into_message).collect()
+}
+
+const ROOM_MESSAGE_COLUMNS: &str =
+    "message_id, seq, room_id, sender, kind, body, local_message_id, timestamp_ms, priority";
+
+fn small(v: i64, what: &str) -> Result<u8, StoreError> {
+    u8::try_from(v).map_err(|_| StoreError::Corrupt(format!("stored {what} {v} is not a u8")))
+}
+
+/// A `room_messages` row as SQLite returns it, before range checks.
+struct RawRoomMessage {
+    message_id: i64,
+    seq: i64,
+    room_id: String,
+    sender: String,
+    kind: i64,
+    body: String,
+    local_message_id: i64,
+    timestamp_ms: i64,
+    priority: i64,
+}
+
+impl RawRoomMessage {
+    /// Reads a row selected with [`ROOM_MESSAGE_COLUMNS`].
+    fn read(row: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            message_id: row.get(0)?,
+            seq: row.get(1)?,
+            room_id: row.get(2)?,
+            sender: row.get(3)?,
+            kind: row.get(4)?,
+            body: row.get(5)?,
+            local_message_id: row.get(6)?,
+            timestamp_ms: row.get(7)?,
+            priority: row.get(8)?,
+        })
+    }
+
+    fn into_stored(self) -> Result<StoredRoomMessage, StoreError> {
+        Ok(StoredRoomMessage {
+            message_id: seq_from_sql(self.message_id, "message_id")?,
+            seq: seq_from_sql(self.seq, "room seq")?,
+            room_id: self.room_id,
+            sender: self.sender,
+            kind: small(self.kind, "kind")?,
+            body: self.body,
+            local_message_id: local_from_sql(self.local_message_id),
+            timestamp_ms: self.timestamp_ms,
+            priority: small(self.priority, "priority")?,
+        })
+    }
+}
+
+/// A history row (peer or room) as SQLite returns it.
+struct RawHistory {
+    message_id: i64,
+    seq: i64,
+    sender: String,
+    target: String,
+    kind: i64,
+    body: String,
+    local_message_id: i64,
+    timestamp_ms: i64,
+    priority: i64,
+}
+
+impl RawHistory {
+    fn read(row: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            message_id: row.get(0)?,
+            seq: row.get(1)?,
+            sender: row.get(2)?,
+            target: row.get(3)?,
+            kind: row.get(4)?,
+            body: row.get(5)?,
+            local_message_id: row.get(6)?,
+            timestamp_ms: row.get(7)?,
+            priority: row.get(8)?,
+        })
+    }
+
+    fn into_message(self) -> Result<HistoryMessage, StoreError> {
+        Ok(HistoryMessage {
+            message_id: seq_from_sql(self.message_id, "message_id")?,
+            seq: seq_from_sql(self.seq, "seq")?,
+            sender: self.sender,
+            target: self.target,
+            kind: small(self.kind, "kind")?,
+            body: self.body,
+            local_message_id: local_from_sql(self.local_message_id),
+            timestamp_ms: self.timestamp_ms,
+            priority: small(self.priority, "priority")?,
+        })
+    }
+}
