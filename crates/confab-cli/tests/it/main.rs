@@ -1,5 +1,6 @@
 //! Runs the real `confab` binary the way a user or script would.
 
+mod serve;
 mod token;
 
 use std::path::PathBuf;
