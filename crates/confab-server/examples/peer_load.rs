@@ -110,7 +110,7 @@ async fn main() {
                 while inflight < window && Instant::now() < deadline {
                     let t = origin.elapsed().as_micros() as u64;
                     let body = format!("{t}:{}", "x".repeat(40));
-                    let f = json!({"v":1,"id":next,"op":"sendPeerMessage","data":{"toUserID":receiver,"type":1,"message":body,"localMessageID":next}});
+                    let f = json!({"v":1,"id":next,"op":"sendPeerMessage","data":{"toUserID":receiver,"type":1,"message":body,"localMessageID":(u64::from(std::process::id()) << 32) + next}});
                     sink.send(Message::text(f.to_string())).await.unwrap();
                     sent_at.insert(next, Instant::now());
                     next += 1;
