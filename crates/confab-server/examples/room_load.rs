@@ -12,9 +12,8 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-type Ws = tokio_tungstenite::WebSocketStream<
-    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
->;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 fn token(app: u32, secret: &str, user: &str) -> String {
     let secret = confab_token::Secret::new(secret).expect("secret");
@@ -41,8 +40,16 @@ async fn request(ws: &mut Ws, id: u64, op: &str, data: Value) -> Value {
 }
 
 async fn member(url: &str, app: u32, secret: &str, user: &str, room: &str) -> Ws {
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("connect");
-    request(&mut ws, 1, "login", json!({"appID":app,"userID":user,"token":token(app, secret, user)})).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("connect");
+    request(
+        &mut ws,
+        1,
+        "login",
+        json!({"appID":app,"userID":user,"token":token(app, secret, user)}),
+    )
+    .await;
     request(&mut ws, 2, "enterRoom", json!({"roomInfo":{"roomID":room}})).await;
     ws
 }
@@ -59,7 +66,9 @@ fn stamps(text: &str, out: &mut Vec<u64>) {
             base64::engine::general_purpose::STANDARD.decode(field).ok()
         };
         let text = match &decoded {
-            Some(bytes) if !field.starts_with(|c: char| c.is_ascii_digit() && field.contains(':')) => {
+            Some(bytes)
+                if !field.starts_with(|c: char| c.is_ascii_digit() && field.contains(':')) =>
+            {
                 String::from_utf8_lossy(bytes).into_owned()
             }
             _ => field.to_owned(),
@@ -81,7 +90,10 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
 #[tokio::main]
 async fn main() {
     let a: Vec<String> = std::env::args().collect();
-    let url = a.get(1).cloned().unwrap_or_else(|| "ws://127.0.0.1:8080/ws".into());
+    let url = a
+        .get(1)
+        .cloned()
+        .unwrap_or_else(|| "ws://127.0.0.1:8080/ws".into());
     let app: u32 = a.get(2).and_then(|v| v.parse().ok()).expect("APP_ID");
     let secret = a.get(3).cloned().expect("SECRET");
     let members: usize = a.get(4).and_then(|v| v.parse().ok()).unwrap_or(1000);
@@ -94,13 +106,22 @@ async fn main() {
     let received = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for i in 0..members {
-        let ws = member(&url, app, &secret, &format!("m{}x{i}", std::process::id()), &room).await;
+        let ws = member(
+            &url,
+            app,
+            &secret,
+            &format!("m{}x{i}", std::process::id()),
+            &room,
+        )
+        .await;
         let received = received.clone();
         tasks.push(tokio::spawn(async move {
             let mut ws = ws;
             let mut lat = Vec::new();
             let mut ts = Vec::new();
-            while let Ok(Some(Ok(msg))) = tokio::time::timeout(Duration::from_secs(3), ws.next()).await {
+            while let Ok(Some(Ok(msg))) =
+                tokio::time::timeout(Duration::from_secs(3), ws.next()).await
+            {
                 if let Message::Text(t) = msg {
                     if t.as_str().contains("\"receiveRoomMessage\"") {
                         ts.clear();
@@ -117,7 +138,14 @@ async fn main() {
         }));
     }
     eprintln!("{members} members in room {room}; sending {rate}/s for {secs}s");
-    let sender = member(&url, app, &secret, &format!("s{}", std::process::id()), &room).await;
+    let sender = member(
+        &url,
+        app,
+        &secret,
+        &format!("s{}", std::process::id()),
+        &room,
+    )
+    .await;
     let (mut sender, mut replies) = sender.split();
     let drain = tokio::spawn(async move {
         let mut failed = 0u64;
