@@ -650,3 +650,56 @@ async fn a_thousand_members_receive_every_high_message() {
         );
     }
 }
+
+#[tokio::test]
+async fn overload_sheds_low_priority_but_disconnects_for_high() {
+    let server = TestServer::start_with(
+        |c| {
+            c.limits.outbound_queue_frames = 32;
+            c.limits.outbound_queue_bytes = 64 * 1024;
+            c.limits.user_send_rate = 100_000;
+            c.limits.user_send_burst = 100_000;
+            c.limits.app_send_rate = 100_000;
+        },
+        Options::default(),
+    )
+    .await;
+    let mut alice = server.login("alice").await;
+    assert_eq!(create(&mut alice, "flood").await["code"], 0);
+    // Bob joins and then stops reading.
+    let mut bob = server.login("bob").await;
+    assert_eq!(join(&mut bob, "flood").await["code"], 0);
+    let body = base64::engine::general_purpose::STANDARD.encode([1u8; 4000]);
+    for i in 0..3000u64 {
+        let r = send_room(&mut alice, "flood", 2, &body, i + 1, 1).await;
+        assert_eq!(r["code"], 0, "{r}");
+    }
+    for i in 0..300u64 {
+        assert_eq!(
+            send_room(&mut alice, "flood", 20, "barrage", 10_000 + i, 1).await["code"],
+            0
+        );
+    }
+    assert_eq!(
+        server.metric("confab_slow_disconnects_total").await,
+        0,
+        "Low and Barrage pushes are shed, not a reason to disconnect"
+    );
+    // High is never shed: the same flood at High priority disconnects the reader.
+    let mut sent = 0;
+    for i in 0..3000u64 {
+        let r = send_room(&mut alice, "flood", 2, &body, 20_000 + i, 3).await;
+        assert_eq!(r["code"], 0, "{r}");
+        sent += 1;
+        if i % 100 == 99 && server.metric("confab_slow_disconnects_total").await > 0 {
+            break;
+        }
+    }
+    assert_eq!(
+        server.metric("confab_slow_disconnects_total").await,
+        1,
+        "after {sent} High sends"
+    );
+    drop(bob);
+    assert!(alice.alive().await);
+}
