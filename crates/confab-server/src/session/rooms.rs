@@ -9,10 +9,10 @@ use confab_proto::frame::{
     BatchRoomAttributesRequest, ConversationType, CreateRoomRequest, DeleteRoomAttributesRequest,
     EnterRoomRequest, JoinRoomRequest, Message as WireMessage, MessageType, Priority, Push,
     QueryHistoryReply, QueryHistoryRequest, QueryRoomMemberListReply, QueryRoomMemberListRequest,
-    ReceiveRoomMessage, Reply, RoomAttributesOperatedReply, RoomAttributesReply,
-    RoomAttributesSetConfig, RoomAttributesUpdateInfo, RoomAttributesUpdated, RoomCountReply,
-    RoomIdRequest, RoomInfo, RoomJoinedReply, RoomStateChanged, RoomSyncGap, SendMessageReply,
-    SendRoomMessageRequest, SetRoomAttributesRequest, UserInfo, encode_push,
+    ReceiveRoomMessage, Reply, RoomAdvancedConfig, RoomAttributesOperatedReply,
+    RoomAttributesReply, RoomAttributesSetConfig, RoomAttributesUpdateInfo, RoomAttributesUpdated,
+    RoomCountReply, RoomIdRequest, RoomInfo, RoomJoinedReply, RoomStateChanged, RoomSyncGap,
+    SendMessageReply, SendRoomMessageRequest, SetRoomAttributesRequest, UserInfo, encode_push,
 };
 use confab_store::{
     AttributeChange, Conversation, HistoryMessage, HistoryQuery, NewRoom, NewRoomMessage,
@@ -350,62 +350,46 @@ impl Session {
         Ok(())
     }
 
-    pub(super) async fn create_room(&mut self, id: u64, req: CreateRoomRequest) -> Ending {
-        let (app, user) = self.app_user()?;
-        if let Err(msg) = Self::check_room_info(&req.room_info) {
-            return self.error(id, ErrorCode::ParamInvalid, msg);
+    /// Checks a room to create: its ID, name and destroy delay.
+    fn check_new_room(info: &RoomInfo, config: &RoomAdvancedConfig) -> Result<(), String> {
+        Self::check_room_info(info)?;
+        if config.room_destroy_delay_time > MAX_DESTROY_DELAY_SECS {
+            return Err(format!(
+                "roomDestroyDelayTime: at most {MAX_DESTROY_DELAY_SECS} seconds, got {}",
+                config.room_destroy_delay_time
+            ));
         }
-        if req.config.room_destroy_delay_time > MAX_DESTROY_DELAY_SECS {
-            return self.error(
-                id,
-                ErrorCode::ParamInvalid,
-                format!(
-                    "roomDestroyDelayTime: at most {MAX_DESTROY_DELAY_SECS} seconds, got {}",
-                    req.config.room_destroy_delay_time
-                ),
-            );
-        }
-        let created = self
+        Ok(())
+    }
+
+    /// Creates the room, joins it and announces the join.
+    async fn create(
+        &mut self,
+        info: &RoomInfo,
+        config: &RoomAdvancedConfig,
+    ) -> Result<RoomJoinedReply, RoomError> {
+        let Some((app, user)) = self.app_user() else {
+            return Err(RoomError::NotMember);
+        };
+        let room = self
             .shared
             .store
             .create_room(
                 NewRoom {
                     app_id: app.id,
-                    room_id: req.room_info.room_id.clone(),
-                    room_name: req.room_info.room_name.clone(),
+                    room_id: info.room_id.clone(),
+                    room_name: info.room_name.clone(),
                     creator: user.clone(),
                     creator_name: self.user_name(),
-                    attributes: req.config.room_attributes.clone().into_iter().collect(),
-                    destroy_delay_secs: req.config.room_destroy_delay_time,
+                    attributes: config.room_attributes.clone().into_iter().collect(),
+                    destroy_delay_secs: config.room_destroy_delay_time,
                     now_ms: self.shared.clock.now_ms(),
                 },
                 app.room_limits(),
             )
-            .await;
-        let room = match created {
-            Ok(room) => room,
-            Err(e) => {
-                let (code, msg) = match &e {
-                    RoomError::Exists => (
-                        ErrorCode::RoomAlreadyExists,
-                        format!("room {} already exists", req.room_info.room_id),
-                    ),
-                    RoomError::AppRoomLimit(_) => (ErrorCode::RoomCountLimit, e.to_string()),
-                    RoomError::UserRoomLimit(_) => (ErrorCode::UserRoomLimit, e.to_string()),
-                    RoomError::AttributeLimit(m) => {
-                        (ErrorCode::ParamInvalid, format!("roomAttributes: {m}"))
-                    }
-                    _ => (
-                        ErrorCode::RoomCreateFailed,
-                        format!("the room could not be created: {e}"),
-                    ),
-                };
-                return self.error(id, code, msg);
-            }
-        };
-        if let Some(end) = self.attach_room(&room.room_id, room.seq_head, None).await {
-            return Some(end);
-        }
+            .await?;
+        // Without a catch-up, attaching pushes nothing and cannot fail.
+        let _ = self.attach_room(&room.room_id, room.seq_head, None).await;
         self.shared.rooms.events.joined(
             app.id,
             &room.room_id,
@@ -414,17 +398,44 @@ impl Session {
                 user_name: self.user_name(),
             },
         );
-        self.reply(&Reply::ok(
-            id,
-            &RoomJoinedReply {
-                room_info: RoomInfo {
-                    room_id: room.room_id,
-                    room_name: room.room_name,
-                },
-                room_seq: room.seq_head,
-                created: true,
+        Ok(RoomJoinedReply {
+            room_info: RoomInfo {
+                room_id: room.room_id,
+                room_name: room.room_name,
             },
-        ))
+            room_seq: room.seq_head,
+            created: true,
+        })
+    }
+
+    /// The code and message for a failed create (or the create step of enter).
+    fn create_failure(e: &RoomError, room_id: &str, internal: ErrorCode) -> (ErrorCode, String) {
+        match e {
+            RoomError::Exists => (
+                ErrorCode::RoomAlreadyExists,
+                format!("room {room_id} already exists"),
+            ),
+            RoomError::AppRoomLimit(_) => (ErrorCode::RoomCountLimit, e.to_string()),
+            RoomError::UserRoomLimit(_) => (ErrorCode::UserRoomLimit, e.to_string()),
+            RoomError::AttributeLimit(m) => {
+                (ErrorCode::ParamInvalid, format!("roomAttributes: {m}"))
+            }
+            _ => (internal, format!("the room could not be created: {e}")),
+        }
+    }
+
+    pub(super) async fn create_room(&mut self, id: u64, req: CreateRoomRequest) -> Ending {
+        if let Err(msg) = Self::check_new_room(&req.room_info, &req.config) {
+            return self.error(id, ErrorCode::ParamInvalid, msg);
+        }
+        match self.create(&req.room_info, &req.config).await {
+            Ok(reply) => self.reply(&Reply::ok(id, &reply)),
+            Err(e) => {
+                let (code, msg) =
+                    Self::create_failure(&e, &req.room_info.room_id, ErrorCode::RoomCreateFailed);
+                self.error(id, code, msg)
+            }
+        }
     }
 
     /// Joins (or rejoins) a room; `Err` carries the reply for a failure.
@@ -503,75 +514,25 @@ impl Session {
     }
 
     pub(super) async fn enter_room(&mut self, id: u64, req: EnterRoomRequest) -> Ending {
-        if let Err(msg) = Self::check_room_info(&req.room_info) {
+        if let Err(msg) = Self::check_new_room(&req.room_info, &req.config) {
             return self.error(id, ErrorCode::ParamInvalid, msg);
         }
+        // Join, else create; another member may create it in between, so retry.
         for _ in 0..3 {
             match self.join(id, &req.room_info.room_id, req.last_seq).await {
                 Ok(reply) => return self.reply(&Reply::ok(id, &reply)),
                 Err(reply) if reply.code == ErrorCode::RoomJoinNotExist => {}
                 Err(reply) => return self.reply(&reply),
             }
-            // Not there: create it (another member may win the race; then join).
-            let (app, user) = self.app_user()?;
-            let created = self
-                .shared
-                .store
-                .create_room(
-                    NewRoom {
-                        app_id: app.id,
-                        room_id: req.room_info.room_id.clone(),
-                        room_name: req.room_info.room_name.clone(),
-                        creator: user.clone(),
-                        creator_name: self.user_name(),
-                        attributes: req.config.room_attributes.clone().into_iter().collect(),
-                        destroy_delay_secs: req
-                            .config
-                            .room_destroy_delay_time
-                            .min(MAX_DESTROY_DELAY_SECS),
-                        now_ms: self.shared.clock.now_ms(),
-                    },
-                    app.room_limits(),
-                )
-                .await;
-            match created {
-                Ok(room) => {
-                    if let Some(end) = self.attach_room(&room.room_id, room.seq_head, None).await {
-                        return Some(end);
-                    }
-                    self.shared.rooms.events.joined(
-                        app.id,
-                        &room.room_id,
-                        UserInfo {
-                            user_id: user,
-                            user_name: self.user_name(),
-                        },
-                    );
-                    return self.reply(&Reply::ok(
-                        id,
-                        &RoomJoinedReply {
-                            room_info: RoomInfo {
-                                room_id: room.room_id,
-                                room_name: room.room_name,
-                            },
-                            room_seq: room.seq_head,
-                            created: true,
-                        },
-                    ));
-                }
+            match self.create(&req.room_info, &req.config).await {
+                Ok(reply) => return self.reply(&Reply::ok(id, &reply)),
                 Err(RoomError::Exists) => {}
                 Err(e) => {
-                    let (code, msg) = match &e {
-                        RoomError::AppRoomLimit(_) => (ErrorCode::RoomCountLimit, e.to_string()),
-                        RoomError::UserRoomLimit(_) => (ErrorCode::UserRoomLimit, e.to_string()),
-                        RoomError::AttributeLimit(m) => {
-                            (ErrorCode::ParamInvalid, format!("roomAttributes: {m}"))
-                        }
-                        _ => (
-                            ErrorCode::RoomInternalError,
-                            format!("entering the room failed: {e}"),
-                        ),
-                    };
+                    let (code, msg) = Self::create_failure(
+                        &e,
+                        &req.room_info.room_id,
+                        ErrorCode::RoomInternalError,
+                    );
                     return self.error(id, code, msg);
                 }
             }
