@@ -4,6 +4,8 @@
 //! else is a library call (`confab-token`, `confab-proto`, and the server and SDK
 //! as they land).
 
+mod chat;
+mod client_cmd;
 mod serve_cmd;
 mod token_cmd;
 
@@ -37,6 +39,16 @@ enum Command {
     /// Settings come from defaults, then --config FILE, then CONFAB_* variables,
     /// then these flags.
     Serve(serve_cmd::ServeArgs),
+    /// Send one message (to a user or a room) and print it as a JSON line.
+    ///
+    /// Example: confab send --app-id N --secret S --user alice --to bob "hello"
+    Send(client_cmd::SendArgs),
+    /// Print received messages and events as JSON lines (first line: ready).
+    ///
+    /// Example: confab listen --app-id N --secret S --user bob --room lobby --enter --count 1
+    Listen(client_cmd::ListenArgs),
+    /// Chat interactively in the terminal (rooms and peers; /help inside).
+    Chat(client_cmd::ChatArgs),
     /// Make and check ZEGO Token04 login tokens.
     #[command(subcommand)]
     Token(token_cmd::TokenCommand),
@@ -53,6 +65,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve_cmd::run(args).map(|()| ExitCode::SUCCESS),
         Command::Token(cmd) => token_cmd::run(cmd),
+        Command::Send(args) => client_cmd::send(args),
+        Command::Listen(args) => client_cmd::listen(args),
+        Command::Chat(args) => client_cmd::chat(args),
         Command::Errors { json } => print_errors(json).map(|()| ExitCode::SUCCESS),
     };
     match result {

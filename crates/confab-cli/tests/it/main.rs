@@ -1,5 +1,6 @@
 //! Runs the real `confab` binary the way a user or script would.
 
+mod client;
 mod serve;
 mod token;
 

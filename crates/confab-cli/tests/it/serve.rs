@@ -24,8 +24,8 @@ use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-const APP: u32 = 1_234_567_890;
-const SECRET: &str = "fa94dd0f974cf2e293728a526b028271";
+pub(crate) const APP: u32 = 1_234_567_890;
+pub(crate) const SECRET: &str = "fa94dd0f974cf2e293728a526b028271";
 /// How long any single step may take.
 const WAIT: Duration = Duration::from_secs(10);
 /// How long a whole test may take.
@@ -36,7 +36,7 @@ const TEST_LIMIT: Duration = Duration::from_secs(90);
 
 /// A running `confab serve`; killed (SIGKILL) when dropped, so a failing test never
 /// leaves a server behind.
-struct ServerProc {
+pub(crate) struct ServerProc {
     child: Child,
     pid: u32,
     addr: SocketAddr,
@@ -66,7 +66,7 @@ fn free_port() -> u16 {
 /// Starts `confab serve --listen 127.0.0.1:PORT --data DATA` plus `extra` flags and
 /// `env`, and waits for its banner. Logs go to a file beside `data`. Retries with
 /// another port when the chosen one was taken in the meantime.
-async fn start(data: &Path, extra: &[&str], env: &[(&str, &str)]) -> ServerProc {
+pub(crate) async fn start(data: &Path, extra: &[&str], env: &[(&str, &str)]) -> ServerProc {
     for _ in 0..5 {
         let n = STARTS.fetch_add(1, Ordering::Relaxed);
         let log = data.with_file_name(format!("server-{n}.log"));
@@ -133,7 +133,7 @@ fn read_log(path: &Path) -> String {
 }
 
 impl ServerProc {
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("ws://{}/ws", self.addr)
     }
 
