@@ -31,10 +31,11 @@ pub(crate) struct ConnArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     app_id: u32,
     /// The app's ServerSecret: the client mints its own token (for development).
+    /// Ignored when --token is given.
     #[arg(long, value_name = "SECRET", env = "CONFAB_SECRET", hide_env_values = true,
-          value_parser = parse_secret, conflicts_with = "token", required_unless_present = "token")]
+          value_parser = parse_secret, required_unless_present = "token")]
     secret: Option<Secret>,
-    /// A login token made elsewhere (your token server), instead of --secret.
+    /// A login token made elsewhere (your token server); takes precedence over --secret.
     #[arg(long, value_name = "TOKEN")]
     token: Option<String>,
     /// Your userID. One session per user: logging in elsewhere as the same user
@@ -397,8 +398,12 @@ pub(crate) fn listen(args: ListenArgs) -> anyhow::Result<ExitCode> {
         let deadline = args
             .timeout
             .map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
+        let zim_slot = std::sync::Mutex::new(None::<Zim>);
         let run = async {
             let (zim, mut events) = args.conn.connect().await?;
+            if let Ok(mut slot) = zim_slot.lock() {
+                *slot = Some(zim.clone());
+            }
             if let Some(room) = &args.room {
                 room_step(&zim, room, &args.step, true).await?;
             }
@@ -443,6 +448,12 @@ pub(crate) fn listen(args: ListenArgs) -> anyhow::Result<ExitCode> {
             },
             None => run.await,
         };
+        // Log out (acknowledging what was printed) so the next session of this user
+        // does not receive it again.
+        if let Some(zim) = zim_slot.lock().ok().and_then(|mut z| z.take()) {
+            let _ = tokio::time::timeout(Duration::from_secs(3), zim.logout()).await;
+            zim.destroy();
+        }
         Ok(match result {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::from(1),

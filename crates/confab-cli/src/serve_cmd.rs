@@ -20,6 +20,14 @@ pub(crate) struct ServeArgs {
     /// Host an app: APPID:SECRET (repeatable). Given apps replace the development app.
     #[arg(long = "app", value_name = "APPID:SECRET", value_parser = parse_app_arg)]
     apps: Vec<(u32, String)>,
+    /// Where data is kept: "sqlite" (under --data) or a postgres:// URL shared by
+    /// several nodes. [default: sqlite]
+    #[arg(long, value_name = "sqlite|postgres://...")]
+    store: Option<String>,
+    /// Fan-out between nodes: "local" (one node) or a redis:// URL shared by
+    /// several nodes. [default: local]
+    #[arg(long, value_name = "local|redis://...")]
+    broker: Option<String>,
     /// A TOML config file (see docs/config.md for every setting and its default).
     #[arg(long, value_name = "FILE", env = "CONFAB_CONFIG")]
     config: Option<PathBuf>,
@@ -36,6 +44,12 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(data) = args.data {
         config.data_dir = data;
+    }
+    if let Some(store) = args.store {
+        config.store = store;
+    }
+    if let Some(broker) = args.broker {
+        config.broker = broker;
     }
     if !args.apps.is_empty() {
         config.apps = args
@@ -67,6 +81,18 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
 async fn serve(config: Config) -> anyhow::Result<()> {
     let listen = config.listen;
     let data_dir = config.data_dir.clone();
+    // Never print credentials that may sit in a URL.
+    let redact = |url: &str| match url.split_once('@') {
+        Some((scheme_user, host)) => {
+            format!(
+                "{}://…@{host}",
+                scheme_user.split("://").next().unwrap_or("")
+            )
+        }
+        None => url.to_owned(),
+    };
+    let store = redact(&config.store);
+    let broker = redact(&config.broker);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -78,6 +104,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     );
     println!("  WebSocket endpoint: ws://{addr}/ws");
     println!("  data directory:     {}", data_dir.display());
+    println!("  store / broker:     {store} / {broker}");
     println!(
         "  health:             http://{addr}/healthz, http://{addr}/readyz, http://{addr}/metrics"
     );

@@ -669,6 +669,17 @@ impl Engine {
         }
         self.log("logout");
         if matches!(self.link, Link::Online { .. }) {
+            // Acknowledge what the app has received first, so the user's next
+            // session (here or elsewhere) does not get it again. The server handles
+            // a connection's requests in order, so this lands before the logout.
+            if let Some(seq) = self.last_inbox_seq.filter(|s| *s > self.acked_inbox_seq) {
+                self.ack_in_flight = true;
+                self.send_internal(
+                    Request::AckInbox(AckInboxRequest { inbox_seq: seq }),
+                    Waiting::Ack(seq),
+                )
+                .await;
+            }
             // From now on calls get 6000121; the link goes when the reply comes.
             self.session = None;
             let id = self.next_id();

@@ -31,6 +31,18 @@ pub struct Config {
     /// How long stored messages are kept, in seconds; 0 keeps them forever.
     /// Default 30 days (2,592,000).
     pub retention_secs: u64,
+    /// Where data is kept: `"sqlite"` (the default: a file under `data_dir`) or a
+    /// PostgreSQL URL (`postgres://user@host:5432/db`) shared by several nodes.
+    pub store: String,
+    /// The PostgreSQL schema of this deployment (with a PostgreSQL store). Default `confab`.
+    pub store_schema: String,
+    /// Connections per node to PostgreSQL. Default 16.
+    pub store_pool_size: usize,
+    /// Fan-out between sessions: `"local"` (the default: one node) or a Redis URL
+    /// (`redis://host:6379`) shared by several nodes.
+    pub broker: String,
+    /// Prefix of this deployment's Redis channels (with a Redis broker). Default `confab:`.
+    pub broker_prefix: String,
 }
 
 impl Default for Config {
@@ -42,6 +54,11 @@ impl Default for Config {
             limits: Limits::default(),
             allowed_origins: Vec::new(),
             retention_secs: 30 * 24 * 3600,
+            store: "sqlite".into(),
+            store_schema: "confab".into(),
+            store_pool_size: 16,
+            broker: "local".into(),
+            broker_prefix: "confab:".into(),
         }
     }
 }
@@ -225,6 +242,34 @@ impl Config {
     /// [`ConfigError::Invalid`] naming the field.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.limits.validate("limits")?;
+        let pg = self.store.starts_with("postgres://") || self.store.starts_with("postgresql://");
+        if self.store != "sqlite" && !pg {
+            return Err(ConfigError::Invalid(format!(
+                "store must be \"sqlite\" or a postgres:// URL, got {:?}",
+                self.store.split('@').next_back().unwrap_or_default()
+            )));
+        }
+        if self.broker != "local" && !self.broker.starts_with("redis://") {
+            return Err(ConfigError::Invalid(
+                "broker must be \"local\" or a redis:// URL".into(),
+            ));
+        }
+        if self.store_pool_size == 0 {
+            return Err(ConfigError::Invalid(
+                "store_pool_size must be greater than 0".into(),
+            ));
+        }
+        if self.store_schema.is_empty()
+            || !self
+                .store_schema
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(ConfigError::Invalid(format!(
+                "store_schema must be letters, digits and _, got {:?}",
+                self.store_schema
+            )));
+        }
         let mut seen = BTreeMap::new();
         for app in &self.apps {
             if app.id == 0 {
@@ -347,6 +392,12 @@ fn apply_env(table: &mut toml::Table, name: &str, value: &str) -> Result<(), Con
         }
         "RETENTION_SECS" => {
             table.insert("retention_secs".into(), env_value(value));
+        }
+        "STORE" | "STORE_SCHEMA" | "BROKER" | "BROKER_PREFIX" => {
+            table.insert(name.to_ascii_lowercase(), value.into());
+        }
+        "STORE_POOL_SIZE" => {
+            table.insert("store_pool_size".into(), env_value(value));
         }
         "ALLOWED_ORIGINS" => {
             let list = value

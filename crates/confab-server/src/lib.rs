@@ -28,7 +28,7 @@ use confab_store::{AppRecord, Store};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-pub use backends::{local_broker, open_store};
+pub use backends::{local_broker, open_broker, open_store};
 pub use clock::{Clock, SystemClock};
 pub use config::{AppConfig, Config, ConfigError, Limits};
 
@@ -104,7 +104,7 @@ impl Server {
         config.validate()?;
         let store = match options.store {
             Some(store) => store,
-            None => open_store(&config)?,
+            None => open_store(&config).await?,
         };
         let clock = options.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let (apps, dev_app) = if config.apps.is_empty() {
@@ -125,7 +125,7 @@ impl Server {
             Some(make) => make(hub.clone())
                 .await
                 .context("cannot connect the broker")?,
-            None => local_broker(hub.clone()),
+            None => open_broker(&config, hub.clone()).await?,
         };
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let shared = Arc::new(Shared::new(

@@ -5,5 +5,6 @@ mod harness;
 mod http;
 mod login;
 mod messages;
+mod nodes;
 mod resilience;
 mod rooms;
