@@ -2,7 +2,10 @@
 //! seconds; reports deliveries/s, end-to-end latency percentiles and losses.
 //! Interim tool until `confab bench fanout`.
 //!
-//! cargo run --release -p confab-server --example room_load -- URL APP_ID SECRET [MEMBERS] [RATE] [SECONDS] [TYPE 1|2] [BODY_BYTES]
+//! cargo run --release -p confab-server --example room_load -- URL[,URL...] APP_ID SECRET [MEMBERS] [RATE] [SECONDS] [TYPE 1|2] [BODY_BYTES]
+//!
+//! With several URLs (nodes of one deployment) members are spread over them round
+//! robin; the sender uses the first.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -90,10 +93,13 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
 #[tokio::main]
 async fn main() {
     let a: Vec<String> = std::env::args().collect();
-    let url = a
+    let urls: Vec<String> = a
         .get(1)
-        .cloned()
-        .unwrap_or_else(|| "ws://127.0.0.1:8080/ws".into());
+        .map_or("ws://127.0.0.1:8080/ws", String::as_str)
+        .split(',')
+        .map(str::to_owned)
+        .collect();
+    let url = urls[0].clone();
     let app: u32 = a.get(2).and_then(|v| v.parse().ok()).expect("APP_ID");
     let secret = a.get(3).cloned().expect("SECRET");
     let members: usize = a.get(4).and_then(|v| v.parse().ok()).unwrap_or(1000);
@@ -107,7 +113,7 @@ async fn main() {
     let mut tasks = Vec::new();
     for i in 0..members {
         let ws = member(
-            &url,
+            &urls[i % urls.len()],
             app,
             &secret,
             &format!("m{}x{i}", std::process::id()),
