@@ -1,6 +1,7 @@
 //! Runs the real `confab` binary the way a user or script would.
 
 mod client;
+mod failover;
 mod serve;
 mod token;
 
