@@ -245,6 +245,30 @@ impl Broker for RedisBroker {
         }
     }
 
+    async fn add_to_counter(&self, key: &str, n: u64, ttl_secs: u64) -> Result<u64, BrokerError> {
+        let inner = &self.inner;
+        let Some((generation, mut conn)) = inner.publisher() else {
+            return Err(inner.down("the publishing connection is down"));
+        };
+        // INCRBY, then set the expiry only if the key has none (the window is fixed
+        // by the add that created it), atomically in one round trip.
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("INCRBY")
+            .arg(inner.channel(key))
+            .arg(n)
+            .cmd("EXPIRE")
+            .arg(inner.channel(key))
+            .arg(ttl_secs.max(1))
+            .arg("NX")
+            .ignore();
+        let result = timeout(CALL_TIMEOUT, pipe.query_async::<(u64,)>(&mut conn)).await;
+        match result {
+            Ok(Ok((total,))) => Ok(total),
+            failed => Err(inner.publisher_failed(generation, "INCRBY", &failed)),
+        }
+    }
+
     async fn ping(&self) -> Result<(), BrokerError> {
         let inner = &self.inner;
         let (pubsub_gen, mut sink, publisher_gen, mut conn) = {

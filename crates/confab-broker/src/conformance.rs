@@ -121,7 +121,7 @@ impl Handler for Recorder {
 /// concurrently (they share nothing), so the suite takes about as long as its
 /// slowest check.
 pub async fn run_all(make_backend: impl Fn() -> BrokerFactory) {
-    let backends: [BrokerFactory; 12] = std::array::from_fn(|_| make_backend());
+    let backends: [BrokerFactory; 13] = std::array::from_fn(|_| make_backend());
     tokio::join!(
         ping_succeeds(&backends[0]),
         publish_without_subscribers_succeeds(&backends[1]),
@@ -135,6 +135,44 @@ pub async fn run_all(make_backend: impl Fn() -> BrokerFactory) {
         topics_match_exactly(&backends[9]),
         payloads_arrive_intact(&backends[10]),
         concurrent_publishers_keep_their_order(&backends[11]),
+        counters_are_shared_and_expire(&backends[12]),
+    );
+}
+
+/// Counters add atomically across nodes, keys are independent, and a counter is
+/// forgotten after its time to live.
+pub async fn counters_are_shared_and_expire(factory: &BrokerFactory) {
+    let (a, _) = node(factory).await;
+    let (b, _) = node(factory).await;
+    assert_eq!(a.add_to_counter("rl:1", 1, 1).await.unwrap(), 1);
+    assert_eq!(
+        b.add_to_counter("rl:1", 5, 1).await.unwrap(),
+        6,
+        "shared across nodes"
+    );
+    assert_eq!(
+        b.add_to_counter("rl:2", 2, 1).await.unwrap(),
+        2,
+        "keys are independent"
+    );
+    let mut tasks = Vec::new();
+    for i in 0..20u64 {
+        let node = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move {
+            node.add_to_counter("rl:c", 1, 5).await.unwrap()
+        }));
+    }
+    let mut totals = Vec::new();
+    for t in tasks {
+        totals.push(t.await.unwrap());
+    }
+    totals.sort_unstable();
+    assert_eq!(totals, (1..=20).collect::<Vec<_>>(), "no add is lost");
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    assert_eq!(
+        a.add_to_counter("rl:1", 1, 1).await.unwrap(),
+        1,
+        "forgotten after its ttl"
     );
 }
 

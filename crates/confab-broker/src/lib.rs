@@ -71,6 +71,13 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Cheap liveness check of the backend, for readiness.
     async fn ping(&self) -> Result<(), BrokerError>;
+
+    /// Adds `n` to the counter `key`, shared by every node of the backend, and
+    /// returns the new total. A counter starts at 0 and is forgotten `ttl_secs`
+    /// after the add that created it (a fixed window), so limits that must hold
+    /// across nodes (per-app rate limits) can count in per-second keys. Atomic:
+    /// concurrent adds from any nodes are never lost.
+    async fn add_to_counter(&self, key: &str, n: u64, ttl_secs: u64) -> Result<u64, BrokerError>;
 }
 
 /// The future a [`BrokerFactory`] returns: resolves to a connected node, or the

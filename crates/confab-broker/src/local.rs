@@ -24,6 +24,8 @@ pub struct LocalBus {
 struct BusInner {
     topics: RwLock<HashMap<String, Topic>>,
     next_node: AtomicU64,
+    /// Shared counters: value and the instant they are forgotten.
+    counters: std::sync::Mutex<HashMap<String, (u64, std::time::Instant)>>,
 }
 
 /// The nodes subscribed to one topic.
@@ -206,6 +208,22 @@ impl fmt::Debug for LocalBroker {
 
 #[async_trait]
 impl Broker for LocalBroker {
+    async fn add_to_counter(&self, key: &str, n: u64, ttl_secs: u64) -> Result<u64, BrokerError> {
+        let now = std::time::Instant::now();
+        let mut counters = self
+            .bus
+            .inner
+            .counters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        counters.retain(|_, (_, until)| *until > now);
+        let entry = counters
+            .entry(key.to_owned())
+            .or_insert_with(|| (0, now + std::time::Duration::from_secs(ttl_secs)));
+        entry.0 = entry.0.saturating_add(n);
+        Ok(entry.0)
+    }
+
     async fn subscribe(&self, topic: &str) -> Result<(), BrokerError> {
         self.add(topic);
         Ok(())

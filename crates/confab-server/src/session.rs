@@ -636,7 +636,7 @@ impl Session {
         }
     }
 
-    fn check_rate(&self, app: &App, user_id: &str) -> Result<(), String> {
+    async fn check_rate(&self, app: &App, user_id: &str) -> Result<(), String> {
         if app.user_sends.check_key(&user_id.to_owned()).is_err() {
             Metrics::inc(&self.shared.metrics.rate_limited_total);
             return Err(format!(
@@ -644,7 +644,20 @@ impl Session {
                 app.limits.user_send_rate, app.limits.user_send_burst
             ));
         }
-        if app.app_sends.check().is_err() {
+        let app_ok = if self.shared.config.broker == "local" {
+            app.app_sends.check().is_ok()
+        } else {
+            // Several nodes: the per-app limit is shared through the broker.
+            app.global_sends
+                .allow(
+                    self.shared.broker.as_ref(),
+                    app.id,
+                    app.limits.app_send_rate,
+                    self.shared.clock.now_secs(),
+                )
+                .await
+        };
+        if !app_ok {
             Metrics::inc(&self.shared.metrics.rate_limited_total);
             return Err(format!(
                 "rate limit: at most {} messages per second for this app",
@@ -668,7 +681,7 @@ impl Session {
                 return self.reply(&Reply::ok(id, &first));
             }
         }
-        if let Err(msg) = self.check_rate(&app, &sender) {
+        if let Err(msg) = self.check_rate(&app, &sender).await {
             return self.error(id, ErrorCode::ServerRateLimit, msg);
         }
         let now_ms = self.shared.clock.now_ms();

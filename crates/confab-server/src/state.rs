@@ -29,6 +29,64 @@ pub(crate) struct App {
     pub(crate) app_sends: DefaultDirectRateLimiter,
     /// Barrage sends per user; the excess is dropped.
     pub(crate) barrage: DefaultKeyedRateLimiter<String>,
+    /// The per-app limit shared by all nodes (used with a shared broker).
+    pub(crate) global_sends: GlobalLimit,
+}
+
+/// A per-second limit shared by every node through the broker's counters. A node
+/// leases a slice of the current second's budget at a time (one broker round trip
+/// per slice, not per message) and spends it locally.
+#[derive(Debug, Default)]
+pub(crate) struct GlobalLimit {
+    /// (the second the lease is for, messages left in it).
+    lease: std::sync::Mutex<(i64, u64)>,
+}
+
+impl GlobalLimit {
+    /// Whether one more message fits this second's budget of `rate` for the app.
+    /// When the broker cannot be asked the message is allowed (the limit protects
+    /// the service; it must not take it down with the broker).
+    pub(crate) async fn allow(
+        &self,
+        broker: &dyn Broker,
+        app_id: u32,
+        rate: u32,
+        now_secs: i64,
+    ) -> bool {
+        let take = |lease: &mut (i64, u64)| {
+            if lease.0 != now_secs {
+                *lease = (now_secs, 0);
+            }
+            if lease.1 > 0 {
+                lease.1 -= 1;
+                true
+            } else {
+                false
+            }
+        };
+        if take(&mut self.lease.lock().expect("limit lock")) {
+            return true;
+        }
+        let rate = u64::from(rate);
+        let slice = (rate / 20).max(1);
+        let key = format!("rl:{app_id}:{now_secs}");
+        match broker.add_to_counter(&key, slice, 2).await {
+            Ok(total) => {
+                let before = total.saturating_sub(slice);
+                let granted = slice.min(rate.saturating_sub(before));
+                let mut lease = self.lease.lock().expect("limit lock");
+                if lease.0 != now_secs {
+                    *lease = (now_secs, 0);
+                }
+                lease.1 += granted;
+                take(&mut lease)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the shared rate limit could not be checked; allowing");
+                true
+            }
+        }
+    }
 }
 
 fn nz(n: u32) -> NonZeroU32 {
@@ -57,6 +115,7 @@ impl App {
             app_sends: RateLimiter::direct(
                 Quota::per_second(nz(l.app_send_rate)).allow_burst(nz(l.app_send_rate)),
             ),
+            global_sends: GlobalLimit::default(),
             barrage: RateLimiter::keyed(
                 Quota::per_second(nz(l.barrage_rate)).allow_burst(nz(l.barrage_rate)),
             ),

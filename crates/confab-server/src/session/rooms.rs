@@ -867,7 +867,7 @@ impl Session {
                 },
             ));
         }
-        if let Err(msg) = self.check_rate(&app, &sender) {
+        if let Err(msg) = self.check_rate(&app, &sender).await {
             return self.error(id, ErrorCode::ServerRateLimit, msg);
         }
         if req.kind == MessageType::Command {

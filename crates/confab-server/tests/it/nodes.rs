@@ -53,6 +53,12 @@ async fn drop_schema(schema: &str) {
 
 /// Three nodes on one fresh PostgreSQL schema and Redis prefix.
 async fn cluster() -> (Vec<TestServer>, String) {
+    cluster_with(|_| {}).await
+}
+
+async fn cluster_with(
+    tweak: impl Fn(&mut confab_server::Config) + Clone + Send + 'static,
+) -> (Vec<TestServer>, String) {
     let id = format!(
         "n{}x{}",
         std::process::id(),
@@ -65,9 +71,11 @@ async fn cluster() -> (Vec<TestServer>, String) {
     let schema_name = format!("confab_test_{id}");
     for _ in 0..3 {
         let (schema, prefix) = (format!("confab_test_{id}"), format!("confab-test-{id}:"));
+        let tweak = tweak.clone();
         nodes.push(
             TestServer::start_with(
                 move |c| {
+                    tweak(c);
                     c.store = pg_url();
                     c.store_schema = schema;
                     c.store_pool_size = 4;
@@ -188,6 +196,47 @@ async fn peers_rooms_and_kicks_across_three_nodes() {
         }
     }
     assert!(heard, "carol on C hears that erin joined on B");
+    for n in nodes {
+        n.stop().await;
+    }
+    drop_schema(&schema).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_per_app_rate_limit_holds_across_nodes() {
+    if !services().await {
+        return;
+    }
+    const RATE: u64 = 30;
+    let (nodes, schema) = cluster_with(|c| {
+        c.limits.app_send_rate = 30;
+        c.limits.user_send_rate = 10_000;
+        c.limits.user_send_burst = 10_000;
+    })
+    .await;
+    let mut clients = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        clients.push(node.login(&format!("sender{i}")).await);
+    }
+    let started = unix_now();
+    let mut ok = 0u64;
+    let mut limited = 0u64;
+    for round in 0..40u64 {
+        for c in &mut clients {
+            let r = c.send_text("sink", "x", round + 1).await;
+            match r["code"].as_u64().unwrap() {
+                0 => ok += 1,
+                6000003 => limited += 1,
+                other => panic!("unexpected {other}: {r}"),
+            }
+        }
+    }
+    let windows = (unix_now() - started + 1) as u64;
+    assert!(limited > 0, "no request was limited ({ok} passed)");
+    assert!(
+        ok <= RATE * windows,
+        "{ok} sends passed in {windows} one-second windows with a shared limit of {RATE}/s"
+    );
     for n in nodes {
         n.stop().await;
     }
