@@ -419,6 +419,7 @@ pub(crate) fn spawn(
         last_received: Instant::now(),
         heartbeat_in_flight: false,
         room_seqs: HashMap::new(),
+        room_seen: HashMap::new(),
         joined: BTreeSet::new(),
         restored: BTreeSet::new(),
     };
@@ -458,15 +459,63 @@ struct Engine {
     /// even while the engine's own requests wait behind a long catch-up.
     last_received: Instant,
     heartbeat_in_flight: bool,
-    /// The highest stored message seq seen per room.
+    /// Per room, the seq up to which every stored message has been seen (a
+    /// contiguous watermark: what a catch-up resumes after).
     room_seqs: HashMap<String, u64>,
+    /// Per room, seqs above the watermark already seen. Messages of one room sent
+    /// through different server nodes may arrive out of seq order; a message is
+    /// new unless it is at or below the watermark or in this set.
+    room_seen: HashMap<String, BTreeSet<u64>>,
     /// Rooms this user is in, as far as the SDK knows.
     joined: BTreeSet<String>,
     /// Rooms the server restored after the current login.
     restored: BTreeSet<String>,
 }
 
+/// Seqs remembered above a room's watermark before the oldest gap is given up on
+/// (a message the server will never push again, e.g. one sent before joining).
+const ROOM_SEEN_MAX: usize = 4096;
+
+/// Gap-tolerant duplicate detection: `last` is the contiguous watermark, `seen` the
+/// seqs above it already delivered. Returns whether `seq` is new, and records it.
+fn mark_seq(last: &mut u64, seen: &mut BTreeSet<u64>, seq: u64) -> bool {
+    if seq <= *last || !seen.insert(seq) {
+        return false;
+    }
+    while seen.remove(&(*last + 1)) {
+        *last += 1;
+    }
+    while seen.len() > ROOM_SEEN_MAX {
+        // Give up on the oldest gap: move the watermark to the next seen seq.
+        let Some(first) = seen.pop_first() else { break };
+        *last = first;
+        while seen.remove(&(*last + 1)) {
+            *last += 1;
+        }
+    }
+    true
+}
+
 impl Engine {
+    /// Records a stored room message's seq; false if it was seen before.
+    fn mark_room_seq(&mut self, room: &str, seq: u64) -> bool {
+        let last = self.room_seqs.entry(room.to_owned()).or_insert(0);
+        let seen = self.room_seen.entry(room.to_owned()).or_default();
+        mark_seq(last, seen, seq)
+    }
+
+    /// Moves a room's watermark to at least `seq` (after a gap or a join).
+    fn advance_room_watermark(&mut self, room: &str, seq: u64) {
+        let last = self.room_seqs.entry(room.to_owned()).or_insert(0);
+        *last = (*last).max(seq);
+        if let Some(seen) = self.room_seen.get_mut(room) {
+            seen.retain(|s| *s > *last);
+            while seen.remove(&(*last + 1)) {
+                *last += 1;
+            }
+        }
+    }
+
     async fn run(mut self) {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -642,6 +691,7 @@ impl Engine {
             self.last_inbox_seq = None;
             self.acked_inbox_seq = 0;
             self.room_seqs.clear();
+            self.room_seen.clear();
         }
         let url = self.shared.config.urls[self.next_url].clone();
         self.shared.set_credentials(|c| {
@@ -1151,8 +1201,7 @@ impl Engine {
     async fn on_rejoined(&mut self, room: String, reply: &Reply) {
         if reply.code.is_success() {
             if let Ok(r) = reply.data_as::<RoomJoinedReply>() {
-                let seq = self.room_seqs.entry(room.clone()).or_insert(0);
-                *seq = (*seq).max(r.room_seq);
+                self.advance_room_watermark(&room, r.room_seq);
             }
             self.emit_room_state(room, RoomState::Connected, RoomEvent::Success)
                 .await;
@@ -1293,8 +1342,7 @@ impl Engine {
                     return;
                 };
                 let room = joined.room_info.room_id;
-                let seq = self.room_seqs.entry(room.clone()).or_insert(0);
-                *seq = (*seq).max(joined.room_seq);
+                self.advance_room_watermark(&room, joined.room_seq);
                 self.joined.insert(room.clone());
                 let event = if joined.created {
                     RoomEvent::ActiveCreate
@@ -1305,12 +1353,23 @@ impl Engine {
                     .await;
             }
             Request::LeaveRoom(r) => {
+                self.room_seqs.remove(&r.room_id);
+                self.room_seen.remove(&r.room_id);
                 self.emit_room_state(
                     r.room_id.clone(),
                     RoomState::Disconnected,
                     RoomEvent::Success,
                 )
                 .await;
+            }
+            Request::SendRoomMessage(r) => {
+                // The server never pushes our own messages back live: count them as
+                // seen so the room's watermark can move past them.
+                if let Ok(sent) = reply.data_as::<confab_proto::frame::SendMessageReply>() {
+                    if sent.conversation_seq > 0 {
+                        self.mark_room_seq(&r.room_id, sent.conversation_seq);
+                    }
+                }
             }
             _ => {}
         }
@@ -1388,14 +1447,12 @@ impl Engine {
             Push::ReceiveRoomMessage(r) => {
                 let me = self.me();
                 let total = r.message_list.len();
-                let last = self.room_seqs.entry(r.from_room_id.clone()).or_insert(0);
                 let mut list = Vec::with_capacity(total);
                 for m in r.message_list {
-                    if m.conversation_seq > 0 {
-                        if m.conversation_seq <= *last {
-                            continue;
-                        }
-                        *last = m.conversation_seq;
+                    if m.conversation_seq > 0
+                        && !self.mark_room_seq(&r.from_room_id, m.conversation_seq)
+                    {
+                        continue;
                     }
                     // The server replays the sender's own stored messages during a
                     // room catch-up; the sender already has them.
@@ -1404,7 +1461,7 @@ impl Engine {
                     }
                     list.push(Message::from_wire(m, &me));
                 }
-                let last = *last;
+                let last = self.room_seqs.get(&r.from_room_id).copied().unwrap_or(0);
                 self.log(&format!(
                     "push receiveRoomMessage roomID={} count={total} new={} lastSeq={last}",
                     r.from_room_id,
@@ -1491,8 +1548,7 @@ impl Engine {
                     "push roomSyncGap roomID={} {}..={}",
                     g.room_id, g.from_seq, g.to_seq
                 ));
-                let seq = self.room_seqs.entry(g.room_id.clone()).or_insert(0);
-                *seq = (*seq).max(g.to_seq);
+                self.advance_room_watermark(&g.room_id, g.to_seq);
                 self.emit(ZimEvent::RoomMessageGap {
                     room_id: g.room_id,
                     from_seq: g.from_seq,
@@ -1646,6 +1702,35 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn room_seqs_arriving_out_of_order_are_delivered_once() {
+        let (mut last, mut seen) = (0, BTreeSet::new());
+        // Messages of one room relayed by two nodes: 2 arrives before 1.
+        assert!(mark_seq(&mut last, &mut seen, 2));
+        assert_eq!(last, 0);
+        assert!(mark_seq(&mut last, &mut seen, 1));
+        assert_eq!(last, 2, "the watermark moves over the filled gap");
+        assert!(seen.is_empty());
+        assert!(
+            !mark_seq(&mut last, &mut seen, 1),
+            "a duplicate below the watermark"
+        );
+        assert!(mark_seq(&mut last, &mut seen, 5));
+        assert!(
+            !mark_seq(&mut last, &mut seen, 5),
+            "a duplicate above the watermark"
+        );
+        assert!(mark_seq(&mut last, &mut seen, 4));
+        assert!(mark_seq(&mut last, &mut seen, 3));
+        assert_eq!(last, 5);
+        // A gap that never fills is given up on once too much is waiting behind it.
+        for seq in 7..(7 + ROOM_SEEN_MAX as u64 + 1) {
+            assert!(mark_seq(&mut last, &mut seen, seq));
+        }
+        assert!(last >= 7, "watermark {last}");
+        assert!(seen.len() <= ROOM_SEEN_MAX);
+    }
     use confab_proto::frame::{MessageType, Priority, SendPeerMessageRequest};
 
     #[test]
