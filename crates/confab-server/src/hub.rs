@@ -254,6 +254,15 @@ impl Hub {
         }
     }
 
+    /// Whether the user has a local session other than `session_id`.
+    pub(crate) fn has_other_session(&self, app_id: u32, user_id: &str, session_id: u64) -> bool {
+        self.sessions
+            .lock()
+            .expect("hub lock")
+            .get(&(app_id, user_id.to_owned()))
+            .is_some_and(|list| list.iter().any(|l| l.id != session_id))
+    }
+
     /// Number of logged-in local sessions.
     pub(crate) fn len(&self) -> usize {
         self.sessions

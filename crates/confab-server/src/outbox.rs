@@ -111,6 +111,37 @@ impl Outbox {
         }
     }
 
+    /// Queues a stored frame of a catch-up, waiting for room instead of failing:
+    /// a catch-up is paced by how fast the client reads. A frame larger than the
+    /// byte bound goes alone into an empty queue. `Err(Slow)` after `patience`
+    /// without progress (the client is not reading).
+    pub(crate) async fn push_paced(
+        &self,
+        text: Utf8Bytes,
+        patience: std::time::Duration,
+    ) -> Result<(), Slow> {
+        let len = text.len();
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            let queued = self.bytes.load(Ordering::Relaxed);
+            if queued == 0 || queued + len <= self.max_bytes {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Slow);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        self.bytes.fetch_add(len, Ordering::Relaxed);
+        match tokio::time::timeout_at(deadline, self.tx.send(Out::Text(text))).await {
+            Ok(Ok(())) => Ok(()),
+            _ => {
+                self.bytes.fetch_sub(len, Ordering::Relaxed);
+                Err(Slow)
+            }
+        }
+    }
+
     /// Queues a ping; skipped when the queue is full (the queue itself then
     /// proves the peer is not reading).
     pub(crate) fn ping(&self) {

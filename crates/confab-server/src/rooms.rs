@@ -20,13 +20,22 @@ type RoomKey = (u32, String);
 
 #[derive(Debug, Default)]
 struct RoomSeqState {
-    /// Appends started on this node and not yet finished.
-    in_flight: usize,
-    /// Appended messages waiting for lower seqs, by seq.
-    pending: BTreeMap<u64, Bytes>,
+    /// The ticket the next append on this node gets.
+    next_ticket: u64,
+    /// Tickets of appends started on this node and not yet finished.
+    unfinished: std::collections::BTreeSet<u64>,
+    /// Appended messages waiting to be published, by seq, each with its barrier:
+    /// the newest ticket started when its append finished. Any append that started
+    /// later gets a higher seq (this one was already committed), so a message may go
+    /// once every ticket up to its barrier has finished.
+    pending: BTreeMap<u64, (u64, Bytes)>,
     /// The newest seq published from this node (or known when the state was made).
     last_published: u64,
 }
+
+/// A registered append (see [`Sequencer::begin`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ticket(u64);
 
 /// Orders stored room publications by seq (see the module invariant).
 #[derive(Debug, Default)]
@@ -54,31 +63,42 @@ impl Sequencer {
 
     /// Registers an append about to start; `head` is the room's current seq head,
     /// used if this node has no state for the room yet.
-    pub(crate) async fn begin(&self, key: &RoomKey, head: u64) {
+    pub(crate) async fn begin(&self, key: &RoomKey, head: u64) -> Ticket {
         let state = self.state(key, || head).await;
-        state.lock().await.in_flight += 1;
+        let mut st = state.lock().await;
+        let ticket = st.next_ticket;
+        st.next_ticket += 1;
+        st.unfinished.insert(ticket);
+        Ticket(ticket)
     }
 
     /// Finishes an append: `published` is `Some((seq, envelope))` for a new message,
     /// `None` for a failure or a duplicate. Publishes whatever is now in order.
+    ///
+    /// Invariant: a message is published only after every append of this node that
+    /// could still get a lower seq has finished, so this node's publications of a
+    /// room are in seq order — whatever other nodes append meanwhile (their seqs
+    /// leave gaps here, which never hold anything back).
     pub(crate) async fn finish(
         &self,
         shared: &Shared,
         key: &RoomKey,
+        ticket: Ticket,
         published: Option<(u64, Bytes)>,
     ) {
         let state = self.state(key, || 0).await;
         let mut st = state.lock().await;
-        st.in_flight = st.in_flight.saturating_sub(1);
+        st.unfinished.remove(&ticket.0);
         if let Some((seq, envelope)) = published {
-            st.pending.insert(seq, envelope);
+            let barrier = st.next_ticket.saturating_sub(1);
+            st.pending.insert(seq, (barrier, envelope));
         }
         let topic = room_topic(key.0, &key.1);
-        while let Some((&seq, _)) = st.pending.first_key_value() {
-            if seq != st.last_published + 1 && st.in_flight > 0 {
+        while let Some((_, (barrier, _))) = st.pending.first_key_value() {
+            if st.unfinished.first().is_some_and(|t| t <= barrier) {
                 break;
             }
-            let Some((seq, envelope)) = st.pending.pop_first() else {
+            let Some((seq, (_, envelope))) = st.pending.pop_first() else {
                 break;
             };
             if let Err(e) = shared.broker.publish(&topic, envelope).await {
@@ -102,7 +122,7 @@ impl Sequencer {
         let idle = rooms.get(key).is_some_and(|state| {
             state
                 .try_lock()
-                .is_ok_and(|st| st.in_flight == 0 && st.pending.is_empty())
+                .is_ok_and(|st| st.unfinished.is_empty() && st.pending.is_empty())
         });
         if idle {
             rooms.remove(key);

@@ -44,6 +44,8 @@ use crate::validate;
 
 /// Messages fetched from the store per page during catch-up.
 const CATCH_UP_PAGE: usize = 256;
+/// Bytes of message bodies per catch-up frame (a frame must fit the outbound queue).
+const CATCH_UP_FRAME_BYTES: usize = 64 * 1024;
 /// Unstored sends remembered per session for idempotent retries.
 const LIVE_DEDUP: usize = 256;
 
@@ -85,6 +87,7 @@ pub(crate) async fn run(shared: Arc<Shared>, socket: WebSocket) {
         kill_rx,
         live_sent: VecDeque::new(),
         rooms: BTreeSet::new(),
+        pending_end: None,
     };
     let mut stream = stream;
     let ending = session.serve(&mut stream).await;
@@ -120,6 +123,9 @@ struct Session {
     live_sent: VecDeque<(u64, SendMessageReply)>,
     /// Rooms this connection is attached to (a member receiving live messages).
     rooms: BTreeSet<String>,
+    /// An ending decided inside a request that still answers normally (a failed
+    /// room catch-up): applied after the reply.
+    pending_end: Ending,
 }
 
 fn slow() -> Ending {
@@ -295,6 +301,11 @@ impl Session {
     }
 
     async fn handle_text(&mut self, text: &str) -> Ending {
+        let end = self.handle_request(text).await;
+        end.or_else(|| self.pending_end.take())
+    }
+
+    async fn handle_request(&mut self, text: &str) -> Ending {
         let frame = match RequestFrame::decode(text) {
             Ok(frame) => frame,
             Err(e) => {
@@ -379,34 +390,9 @@ impl Session {
         {
             return self.reply(&internal("the store is unavailable", &e));
         }
-        // Resume position: the client's word (which also acknowledges), else the
-        // last acknowledged one; never beyond the inbox's head.
-        let claimed = match req.last_inbox_seq {
-            Some(seq) => seq,
-            None => match store.inbox_acked(app.id, &req.user_id).await {
-                Ok(seq) => seq,
-                Err(e) => return self.reply(&internal("the store is unavailable", &e)),
-            },
-        };
-        let head = match store.inbox_after(app.id, &req.user_id, 0, 0).await {
-            Ok(page) => page.head,
-            Err(e) => return self.reply(&internal("the store is unavailable", &e)),
-        };
-        let cursor = claimed.min(head);
-        if req.last_inbox_seq.is_some() {
-            if let Err(e) = store.ack_inbox(app.id, &req.user_id, cursor).await {
-                return self.reply(&internal("the store is unavailable", &e));
-            }
-        }
-        let first = match store
-            .inbox_after(app.id, &req.user_id, cursor, CATCH_UP_PAGE)
-            .await
-        {
-            Ok(page) => page,
-            Err(e) => return self.reply(&internal("the store is unavailable", &e)),
-        };
-
-        // Become the user's one session: register, listen, and kick the others.
+        // Become the user's one session: register, listen, and kick the others —
+        // before reading the inbox, so a message stored meanwhile is either in what
+        // we read or arrives as a publication (duplicates are skipped by position).
         let topic = user_topic(app.id, &req.user_id);
         let mut link = self.link();
         link.user_id.clone_from(&req.user_id);
@@ -421,6 +407,34 @@ impl Session {
         if let Err(e) = shared.broker.publish(&topic, kick.encode()).await {
             tracing::warn!(error = %e, "could not publish the kick of older sessions");
         }
+
+        // Resume position: the client's word (which also acknowledges), else the
+        // last acknowledged one; never beyond the inbox's head.
+        let resume = async {
+            let claimed = match req.last_inbox_seq {
+                Some(seq) => seq,
+                None => store.inbox_acked(app.id, &req.user_id).await?,
+            };
+            let head = store.inbox_after(app.id, &req.user_id, 0, 0).await?.head;
+            let cursor = claimed.min(head);
+            if req.last_inbox_seq.is_some() {
+                store.ack_inbox(app.id, &req.user_id, cursor).await?;
+            }
+            let first = store
+                .inbox_after(app.id, &req.user_id, cursor, CATCH_UP_PAGE)
+                .await?;
+            Ok::<_, confab_store::StoreError>((cursor, first))
+        };
+        let (cursor, first) = match resume.await {
+            Ok(x) => x,
+            Err(e) => {
+                shared.hub.remove(app.id, &req.user_id, self.id);
+                if let Err(e) = shared.broker.unsubscribe(&topic).await {
+                    tracing::warn!(error = %e, "unsubscribe failed");
+                }
+                return self.reply(&internal("the store is unavailable", &e));
+            }
+        };
         Metrics::inc(&shared.metrics.logins_total);
 
         let head = first.head;
@@ -445,7 +459,7 @@ impl Session {
         }
         tracing::debug!(session = self.id, "logged in");
         // Catch up: everything after the cursor, in order, then syncComplete.
-        if let Some(end) = self.deliver_page(first) {
+        if let Some(end) = self.deliver_page(first).await {
             return Some(end);
         }
         if let Some(end) = self.fill_to(head).await {
@@ -469,7 +483,7 @@ impl Session {
 
     /// Pushes a page of stored messages (announcing a gap first if retention removed
     /// some), grouped by sender, and advances `delivered`.
-    fn deliver_page(&mut self, page: confab_store::InboxPage) -> Ending {
+    async fn deliver_page(&mut self, page: confab_store::InboxPage) -> Ending {
         let login = self.login.as_mut()?;
         let next = login.delivered + 1;
         if page.first_held > next && next <= page.head {
@@ -479,7 +493,7 @@ impl Session {
                 from_inbox_seq: next,
                 to_inbox_seq: to,
             });
-            if self.push(&gap, Class::Stored).is_err() {
+            if self.push_paced(&gap).await.is_err() {
                 return slow();
             }
         }
@@ -493,18 +507,35 @@ impl Session {
             login.delivered = last.inbox_seq;
         }
         while !messages.is_empty() {
+            // One frame per run of one sender, cut at CATCH_UP_FRAME_BYTES.
             let sender = messages[0].sender.clone();
-            let run = messages.iter().take_while(|m| m.sender == sender).count();
+            let mut bytes = 0;
+            let run = messages
+                .iter()
+                .take_while(|m| {
+                    bytes += m.body.len();
+                    m.sender == sender && (bytes <= CATCH_UP_FRAME_BYTES || bytes == m.body.len())
+                })
+                .count()
+                .max(1);
             let batch: Vec<WireMessage> = messages.drain(..run).map(wire_peer).collect();
             let push = Push::ReceivePeerMessage(ReceivePeerMessage {
                 message_list: batch,
                 from_user_id: sender,
             });
-            if self.push(&push, Class::Stored).is_err() {
+            if self.push_paced(&push).await.is_err() {
                 return slow();
             }
         }
         None
+    }
+
+    /// Queues a catch-up push, paced by the client's reading (see [`Outbox::push_paced`]).
+    async fn push_paced(&self, push: &Push) -> Result<(), Slow> {
+        let patience = Duration::from_secs(self.limits().idle_timeout_secs);
+        self.outbox
+            .push_paced(Utf8Bytes::from(encode_push(push)), patience)
+            .await
     }
 
     /// Delivers from the store until `delivered >= target`.
@@ -531,7 +562,7 @@ impl Session {
             };
             let before = login.delivered;
             let empty = page.messages.is_empty();
-            if let Some(end) = self.deliver_page(page) {
+            if let Some(end) = self.deliver_page(page).await {
                 return Some(end);
             }
             let after = self.login.as_ref().map_or(0, |l| l.delivered);

@@ -29,6 +29,8 @@ use crate::validate;
 const MAX_DESTROY_DELAY_SECS: u32 = 3 * 3600;
 /// Room messages pushed per catch-up read.
 const CATCH_UP_PAGE: usize = 256;
+/// Bytes of message bodies per catch-up frame.
+const CATCH_UP_FRAME_BYTES: usize = 64 * 1024;
 
 /// Publishes `roomAttributesUpdated` (Delete) for keys removed without a request
 /// (their owner left).
@@ -183,7 +185,7 @@ impl Session {
                         from_seq: after + 1,
                         to_seq: upto,
                     });
-                    if self.push(&gap, Class::Stored).is_err() {
+                    if self.push_paced(&gap).await.is_err() {
                         return slow();
                     }
                     break;
@@ -194,27 +196,34 @@ impl Session {
                         from_seq: after + 1,
                         to_seq: first.seq - 1,
                     });
-                    if self.push(&gap, Class::Stored).is_err() {
+                    if self.push_paced(&gap).await.is_err() {
                         return slow();
                     }
                 }
-                let batch: Vec<WireMessage> = page
-                    .into_iter()
-                    .filter(|m| m.seq <= upto)
-                    .map(|m| {
-                        after = m.seq;
-                        wire_room(m)
-                    })
-                    .collect();
-                if batch.is_empty() {
+                let page: Vec<StoredRoomMessage> =
+                    page.into_iter().filter(|m| m.seq <= upto).collect();
+                if page.is_empty() {
                     break;
                 }
-                let push = Push::ReceiveRoomMessage(ReceiveRoomMessage {
-                    message_list: batch,
-                    from_room_id: room_id.to_owned(),
-                });
-                if self.push(&push, Class::Stored).is_err() {
-                    return slow();
+                // Frames cut at CATCH_UP_FRAME_BYTES of bodies, queued at the
+                // client's reading pace.
+                let mut batch = Vec::new();
+                let mut bytes = 0;
+                let count = page.len();
+                for (i, m) in page.into_iter().enumerate() {
+                    after = m.seq;
+                    bytes += m.body.len();
+                    batch.push(wire_room(m));
+                    if bytes >= CATCH_UP_FRAME_BYTES || i + 1 == count {
+                        let push = Push::ReceiveRoomMessage(ReceiveRoomMessage {
+                            message_list: std::mem::take(&mut batch),
+                            from_room_id: room_id.to_owned(),
+                        });
+                        if self.push_paced(&push).await.is_err() {
+                            return slow();
+                        }
+                        bytes = 0;
+                    }
                 }
             }
         }
@@ -310,7 +319,9 @@ impl Session {
                 }
                 Err(e) => tracing::warn!(error = %e, "leaving rooms at logout failed"),
             }
-        } else if !kicked && !rooms.is_empty() {
+        } else if !kicked && !self.shared.hub.has_other_session(app.id, &user, self.id) {
+            // The connection was lost: the rooms are kept for the grace period. Not
+            // when another session of the user is already here (it owns them now).
             let now = self.shared.clock.now_ms();
             if let Err(e) = self
                 .shared
@@ -481,7 +492,14 @@ impl Session {
             .attach_room(&room.room_id, room.seq_head, last_seq)
             .await
         {
-            return Err(Reply::error(id, ErrorCode::RoomInternalError, end.1));
+            // The client stopped reading its catch-up: it is disconnected as slow
+            // after this reply and catches up again when it reconnects.
+            self.pending_end = Some(end);
+            return Err(Reply::error(
+                id,
+                ErrorCode::RoomInternalError,
+                "the room's catch-up could not be delivered",
+            ));
         }
         if !joined.already_member {
             self.shared.rooms.events.joined(
@@ -584,7 +602,19 @@ impl Session {
             return Some(self.error(id, ErrorCode::ParamInvalid, msg));
         }
         if self.rooms.contains(room_id) {
-            return None;
+            // The store is the authority (a grace expiry may have removed the member).
+            let (app, user) = self.app_user()?;
+            match self.shared.store.is_member(app.id, room_id, &user).await {
+                Ok(true) => return None,
+                Ok(false) => {}
+                Err(e) => {
+                    return Some(self.error(
+                        id,
+                        ErrorCode::RoomInternalError,
+                        format!("membership check failed: {e}"),
+                    ));
+                }
+            }
         }
         Some(self.not_in_room(id, room_id, ErrorCode::NotInRoom).await)
     }
@@ -919,7 +949,7 @@ impl Session {
                 );
             }
         };
-        self.shared.rooms.sequencer.begin(&key, head).await;
+        let ticket = self.shared.rooms.sequencer.begin(&key, head).await;
         let appended = self
             .shared
             .store
@@ -966,7 +996,7 @@ impl Session {
         self.shared
             .rooms
             .sequencer
-            .finish(&self.shared, &key, publish)
+            .finish(&self.shared, &key, ticket, publish)
             .await;
         match result {
             Ok(reply) => self.reply(&Reply::ok(id, &reply)),

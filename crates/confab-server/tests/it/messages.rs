@@ -353,3 +353,31 @@ async fn concurrent_senders_reach_a_receiver_in_inbox_order() {
         assert_eq!(mine, (1..=15).collect::<Vec<_>>(), "per-sender order");
     }
 }
+
+#[tokio::test]
+async fn a_backlog_larger_than_the_outbound_queue_is_delivered() {
+    let server = TestServer::start_with(
+        |c| {
+            c.limits.user_send_rate = 10_000;
+            c.limits.user_send_burst = 10_000;
+        },
+        Options::default(),
+    )
+    .await;
+    let mut alice = server.login("alice").await;
+    let body = "b".repeat(30 * 1024);
+    for i in 1..=60u64 {
+        assert_eq!(alice.send_text("bob", &body, i).await["code"], 0);
+    }
+    // 60 × 30 KiB is well over the 1 MiB outbound queue: the catch-up must be paced,
+    // not a reason to disconnect.
+    let mut bob = server.login("bob").await;
+    let got = bob.peer_messages(60).await;
+    let seqs: Vec<u64> = got
+        .iter()
+        .map(|m| m["inboxSeq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, (1..=60).collect::<Vec<_>>());
+    assert_eq!(bob.push("syncComplete").await["data"]["inboxSeq"], 60);
+    assert_eq!(server.metric("confab_slow_disconnects_total").await, 0);
+}
