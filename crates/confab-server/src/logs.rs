@@ -119,7 +119,12 @@ pub(crate) async fn upload(
         .join("logs")
         .join(app_id.to_string())
         .join(sanitize(user_id));
-    let name = format!("{}.log", shared.clock.now_ms());
+    // Unique even for two uploads in the same millisecond.
+    let name = format!(
+        "{}-{:08x}.log",
+        shared.clock.now_ms(),
+        rand::random::<u32>()
+    );
     let path = dir.join(&name);
     let len = data.len();
     let write = async {

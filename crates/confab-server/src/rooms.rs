@@ -215,10 +215,18 @@ pub(crate) fn spawn_room_tasks(shared: Arc<Shared>) -> tokio::task::JoinHandle<(
     tokio::spawn(async move {
         let mut events = tokio::time::interval(MEMBER_EVENT_INTERVAL);
         let mut sweep = tokio::time::interval(Duration::from_secs(1));
+        let mut limiters = tokio::time::interval(Duration::from_secs(60));
         loop {
             tokio::select! {
                 _ = events.tick() => shared.rooms.events.flush(&shared).await,
                 _ = sweep.tick() => sweep_rooms(&shared).await,
+                _ = limiters.tick() => {
+                    // Forget the buckets of users who stopped sending (bounded memory).
+                    for app in shared.apps.values() {
+                        app.user_sends.retain_recent();
+                        app.barrage.retain_recent();
+                    }
+                }
             }
         }
     })

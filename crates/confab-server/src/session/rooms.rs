@@ -1086,11 +1086,11 @@ impl Session {
         let page = match self.shared.store.history(query).await {
             Ok(page) => page,
             Err(e) => {
-                return self.error(
-                    id,
-                    ErrorCode::Failed,
-                    format!("reading history failed: {e}"),
-                );
+                let code = match req.conversation_type {
+                    ConversationType::Room => ErrorCode::RoomInternalError,
+                    ConversationType::Peer => ErrorCode::Failed,
+                };
+                return self.error(id, code, format!("reading history failed: {e}"));
             }
         };
         let conversation_type = req.conversation_type;
