@@ -4,6 +4,7 @@
 //! else is a library call (`confab-token`, `confab-proto`, and the server and SDK
 //! as they land).
 
+mod bench;
 mod chat;
 mod client_cmd;
 mod serve_cmd;
@@ -52,6 +53,10 @@ enum Command {
     /// Make and check ZEGO Token04 login tokens.
     #[command(subcommand)]
     Token(token_cmd::TokenCommand),
+    /// Load-test a running server (room fan-out, peer messages, logins).
+    ///
+    /// Example: confab bench fanout --app-id N --secret S --members 1000 --rate 100
+    Bench(bench::BenchArgs),
     /// Print the table of error codes (ZIM 1.x numbers).
     Errors {
         /// Print a JSON array of {"code", "name", "message"} instead of a table.
@@ -68,6 +73,7 @@ fn main() -> ExitCode {
         Command::Send(args) => client_cmd::send(args),
         Command::Listen(args) => client_cmd::listen(args),
         Command::Chat(args) => client_cmd::chat(args),
+        Command::Bench(args) => bench::run(args),
         Command::Errors { json } => print_errors(json).map(|()| ExitCode::SUCCESS),
     };
     match result {

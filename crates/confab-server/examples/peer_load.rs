@@ -124,7 +124,7 @@ async fn main() {
                 if let Some(id) = v["id"].as_u64() {
                     inflight -= 1;
                     if v["code"] == 0 {
-                        acked.insert(id);
+                        acked.insert((u64::from(std::process::id()) << 32) + id);
                         ack_lat.push(sent_at[&id].elapsed().as_secs_f64() * 1000.0);
                     } else {
                         eprintln!("send failed: {v}");

@@ -1,5 +1,6 @@
 //! Runs the real `confab` binary the way a user or script would.
 
+mod bench;
 mod client;
 mod failover;
 mod serve;

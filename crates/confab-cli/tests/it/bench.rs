@@ -1,0 +1,107 @@
+//! `confab bench` against a real server: small fan-out, peer and connect runs,
+//! each printing one JSON line whose counts must add up.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::serve::{APP, SECRET, ServerProc};
+
+/// Runs `confab bench ARGS --url URL --app-id APP --secret SECRET --json` (bounded)
+/// and returns its JSON report.
+async fn bench(server: &ServerProc, args: &[&str]) -> Value {
+    let app = APP.to_string();
+    let url = server.url();
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_confab"));
+    cmd.arg("bench")
+        .args(args)
+        .args([
+            "--url", &url, "--app-id", &app, "--secret", SECRET, "--json",
+        ])
+        .env_remove("CONFAB_SECRET")
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(25), cmd.output())
+        .await
+        .expect("bench finishes within 25 s")
+        .expect("run confab bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "bench {args:?} failed: {}\nstdout: {stdout}\nstderr: {stderr}",
+        out.status
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "one JSON line, got: {stdout}");
+    serde_json::from_str(lines[0]).expect("bench prints JSON")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bench_scenarios_report_consistent_numbers() {
+    let started = Instant::now();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = format!("{APP}:{SECRET}");
+    let server = crate::serve::start(
+        dir.path(),
+        &["--app", &app],
+        &[
+            ("CONFAB_LIMITS_USER_SEND_RATE", "100000"),
+            ("CONFAB_LIMITS_USER_SEND_BURST", "100000"),
+            ("CONFAB_LIMITS_APP_SEND_RATE", "100000"),
+        ],
+    )
+    .await;
+
+    let fanout = bench(
+        &server,
+        &[
+            "fanout",
+            "--members",
+            "20",
+            "--rate",
+            "50",
+            "--duration",
+            "2",
+        ],
+    )
+    .await;
+    assert_eq!(fanout["scenario"], "fanout", "{fanout}");
+    assert_eq!(fanout["messages_acked"], 100, "{fanout}");
+    assert_eq!(fanout["deliveries"], 20 * 100, "{fanout}");
+    assert_eq!(fanout["lost"], 0, "{fanout}");
+    assert_eq!(fanout["duplicated"], 0, "{fanout}");
+    assert!(
+        fanout["deliveries_per_s"].as_f64().unwrap() > 0.0,
+        "{fanout}"
+    );
+    assert!(fanout["p50_ms"].as_f64().is_some(), "{fanout}");
+    for key in [
+        "server_cpu_s",
+        "deliveries_per_server_cpu_s",
+        "server_rss_kb",
+    ] {
+        assert!(
+            fanout[key].is_null(),
+            "{key} without --server-pid: {fanout}"
+        );
+    }
+
+    let peer = bench(&server, &["peer", "--pairs", "4", "--duration", "2"]).await;
+    assert_eq!(peer["scenario"], "peer", "{peer}");
+    assert!(peer["acked"].as_u64().unwrap() > 0, "{peer}");
+    assert_eq!(peer["deliveries"], peer["acked"], "{peer}");
+    assert_eq!(peer["lost"], 0, "{peer}");
+    assert_eq!(peer["duplicated"], 0, "{peer}");
+
+    let connect = bench(&server, &["connect", "--clients", "50"]).await;
+    assert_eq!(connect["scenario"], "connect", "{connect}");
+    assert_eq!(connect["logged_in"], 50, "{connect}");
+    assert_eq!(connect["failed"], 0, "{connect}");
+    assert!(connect["logins_per_s"].as_f64().unwrap() > 0.0, "{connect}");
+
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        started.elapsed()
+    );
+}
