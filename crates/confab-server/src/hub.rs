@@ -70,8 +70,11 @@ pub(crate) enum Envelope {
     Stored { inbox_seq: u64, frame: Bytes },
     /// An unstored push with its priority.
     Live { priority: Priority, frame: Bytes },
-    /// A new session of the user started; every other session of the user must go.
-    Kick { session_id: u64 },
+    /// A session of the user logged in at `login_ms`; every session of the user
+    /// that logged in earlier (ties: lower session id) must go. Comparing login
+    /// times means two logins at the same instant keep the later one instead of
+    /// kicking each other.
+    Kick { session_id: u64, login_ms: i64 },
     /// A frame for every local member of a room except `sender` (empty: everyone).
     Room {
         class: RoomClass,
@@ -101,10 +104,14 @@ impl Envelope {
                 b.put_u8(priority.code());
                 b.put_slice(frame);
             }
-            Envelope::Kick { session_id } => {
-                b = BytesMut::with_capacity(9);
+            Envelope::Kick {
+                session_id,
+                login_ms,
+            } => {
+                b = BytesMut::with_capacity(17);
                 b.put_u8(KICK);
                 b.put_u64(*session_id);
+                b.put_i64(*login_ms);
             }
             Envelope::Room {
                 class,
@@ -140,6 +147,7 @@ impl Envelope {
             }),
             KICK => Some(Envelope::Kick {
                 session_id: u64::from_be_bytes(rest.get(..8)?.try_into().ok()?),
+                login_ms: i64::from_be_bytes(rest.get(8..16)?.try_into().ok()?),
             }),
             ROOM => {
                 let class = RoomClass::from_code(*rest.first()?)?;
@@ -338,7 +346,10 @@ mod tests {
                 priority: Priority::High,
                 frame: Bytes::from_static(b"x"),
             },
-            Envelope::Kick { session_id: 7 },
+            Envelope::Kick {
+                session_id: 7,
+                login_ms: 1_700_000_000_000,
+            },
             Envelope::Room {
                 class: RoomClass::Live(Priority::Medium),
                 sender: "alice".into(),

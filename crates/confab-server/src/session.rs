@@ -88,6 +88,7 @@ pub(crate) async fn run(shared: Arc<Shared>, socket: WebSocket) {
         live_sent: VecDeque::new(),
         rooms: BTreeSet::new(),
         pending_end: None,
+        login_ms: 0,
     };
     let mut stream = stream;
     let ending = session.serve(&mut stream).await;
@@ -126,6 +127,8 @@ struct Session {
     /// An ending decided inside a request that still answers normally (a failed
     /// room catch-up): applied after the reply.
     pending_end: Ending,
+    /// When this session logged in (ms): a kick only removes older sessions.
+    login_ms: i64,
 }
 
 fn slow() -> Ending {
@@ -401,8 +404,11 @@ impl Session {
             shared.hub.remove(app.id, &req.user_id, self.id);
             return self.reply(&internal("the broker is unavailable", &e));
         }
+        let login_ms = shared.clock.now_ms();
+        self.login_ms = login_ms;
         let kick = Envelope::Kick {
             session_id: self.id,
+            login_ms,
         };
         if let Err(e) = shared.broker.publish(&topic, kick.encode()).await {
             tracing::warn!(error = %e, "could not publish the kick of older sessions");
@@ -576,7 +582,10 @@ impl Session {
 
     async fn on_envelope(&mut self, envelope: Envelope) -> Ending {
         match envelope {
-            Envelope::Kick { session_id } if session_id != self.id => Some((
+            Envelope::Kick {
+                session_id,
+                login_ms,
+            } if (login_ms, session_id) > (self.login_ms, self.id) => Some((
                 DisconnectReason::KickedOut,
                 "this user logged in on another connection".into(),
             )),

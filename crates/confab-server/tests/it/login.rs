@@ -236,3 +236,27 @@ async fn a_silent_client_learns_why_it_was_dropped() {
     assert_eq!(closed.reason.as_deref(), Some("heartbeatTimeout"));
     assert_eq!(closed.code, Some(4004));
 }
+
+#[tokio::test]
+async fn simultaneous_logins_of_one_user_leave_exactly_one_session() {
+    let server = TestServer::start().await;
+    for round in 0..5 {
+        let user = format!("twin{round}");
+        let (mut a, mut b) = tokio::join!(server.connect(), server.connect());
+        let tok = token(&user);
+        let (ra, rb) = tokio::join!(
+            a.login(APP, &user, &tok, None),
+            b.login(APP, &user, &tok, None)
+        );
+        assert_eq!(
+            (ra["code"].as_u64(), rb["code"].as_u64()),
+            (Some(0), Some(0))
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (alive_a, alive_b) = tokio::join!(a.alive(), b.alive());
+        assert!(
+            alive_a ^ alive_b,
+            "round {round}: exactly one session survives (a: {alive_a}, b: {alive_b})"
+        );
+    }
+}
