@@ -5,6 +5,10 @@
 //! parse on the receive hot path (the send timestamp and sequence number are found
 //! in the message body by substring search). Progress goes to stderr once a second;
 //! the report goes to stdout (one JSON line with `--json`).
+//!
+//! `fanout` and `peer` can also drive the reference Socket.IO server
+//! (`--target socketio`, see /work/shared/peers/socketio) over raw Engine.IO v4, with
+//! the same message bodies, measurements and report fields.
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -63,16 +67,18 @@ enum Scenario {
 /// Where the server is and how to report.
 #[derive(Debug, Clone, Args)]
 struct Common {
-    /// WebSocket URL of the server.
-    #[arg(long, value_name = "URL", default_value = "ws://127.0.0.1:8080/ws")]
-    url: String,
-    /// The AppID.
+    /// WebSocket URL of the server [default: ws://127.0.0.1:8080/ws for confab,
+    /// ws://127.0.0.1:3000 for socketio].
+    #[arg(long, value_name = "URL")]
+    url: Option<String>,
+    /// The AppID (required for confab; ignored for socketio).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-    app_id: u32,
-    /// The app's ServerSecret (tokens are minted locally).
+    app_id: Option<u32>,
+    /// The app's ServerSecret (tokens are minted locally; required for confab,
+    /// ignored for socketio).
     #[arg(long, value_name = "SECRET", env = "CONFAB_SECRET", hide_env_values = true,
           value_parser = parse_secret)]
-    secret: Secret,
+    secret: Option<Secret>,
     /// Print one JSON object on one line instead of a human-readable report.
     #[arg(long)]
     json: bool,
@@ -90,6 +96,9 @@ fn parse_secret(s: &str) -> Result<Secret, String> {
 struct FanoutArgs {
     #[command(flatten)]
     common: Common,
+    /// The server to drive.
+    #[arg(long, value_enum, default_value_t = Target::Confab)]
+    target: Target,
     /// Room members (receivers).
     #[arg(long, default_value_t = 1000)]
     members: usize,
@@ -105,10 +114,10 @@ struct FanoutArgs {
     /// Message body size in bytes (before base64 for command).
     #[arg(long, default_value_t = 64)]
     payload: usize,
-    /// Message type.
+    /// Message type (confab only).
     #[arg(long = "type", value_enum, default_value_t = Kind::Text)]
     kind: Kind,
-    /// Message priority.
+    /// Message priority (confab only).
     #[arg(long, value_enum, default_value_t = Priority::High)]
     priority: Priority,
 }
@@ -117,6 +126,9 @@ struct FanoutArgs {
 struct PeerArgs {
     #[command(flatten)]
     common: Common,
+    /// The server to drive.
+    #[arg(long, value_enum, default_value_t = Target::Confab)]
+    target: Target,
     /// Sender/receiver pairs.
     #[arg(long, default_value_t = 50)]
     pairs: usize,
@@ -138,6 +150,83 @@ struct ConnectArgs {
     /// Clients to log in.
     #[arg(long, default_value_t = 1000)]
     clients: usize,
+}
+
+/// Which server `fanout` and `peer` drive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Target {
+    /// confab's JSON protocol (login with a locally minted token).
+    Confab,
+    /// The reference Socket.IO server, over raw Engine.IO v4 (no auth).
+    Socketio,
+}
+
+impl Target {
+    fn name(self) -> &'static str {
+        match self {
+            Target::Confab => "confab",
+            Target::Socketio => "socketio",
+        }
+    }
+}
+
+/// How to reach the target: URL, protocol and (for confab) credentials.
+#[derive(Debug, Clone)]
+struct Conn {
+    target: Target,
+    url: String,
+    auth: Option<(u32, Arc<Secret>)>,
+}
+
+impl Conn {
+    fn new(c: &Common, target: Target) -> anyhow::Result<Conn> {
+        let url = c.url.clone().unwrap_or_else(|| {
+            match target {
+                Target::Confab => "ws://127.0.0.1:8080/ws",
+                Target::Socketio => "ws://127.0.0.1:3000",
+            }
+            .to_owned()
+        });
+        let auth = match target {
+            Target::Confab => {
+                let (Some(app), Some(secret)) = (c.app_id, c.secret.clone()) else {
+                    bail!(
+                        "--app-id and --secret (or CONFAB_SECRET) are required for --target confab"
+                    );
+                };
+                Some((app, Arc::new(secret)))
+            }
+            Target::Socketio => None,
+        };
+        Ok(Conn { target, url, auth })
+    }
+
+    /// Connects as `user` (confab: logs in and waits for `syncComplete`;
+    /// socketio: completes the Engine.IO/Socket.IO handshake).
+    async fn open(&self, user: &str) -> anyhow::Result<Ws> {
+        match &self.auth {
+            Some((app, secret)) => login(&self.url, *app, secret, user).await,
+            None => sio_connect(&self.url, user).await,
+        }
+    }
+
+    /// Enters `room` and waits for the success reply.
+    async fn join(&self, ws: &mut Ws, room: &str) -> anyhow::Result<()> {
+        match self.target {
+            Target::Confab => {
+                request(ws, 1, "enterRoom", json!({"roomInfo":{"roomID":room}})).await
+            }
+            Target::Socketio => sio_request(ws, 1, json!(["join", room])).await,
+        }
+    }
+
+    /// Parses an ack/reply frame: `(id, ok)`.
+    fn reply(&self, frame: &str) -> Option<(u64, bool)> {
+        match self.target {
+            Target::Confab => reply_id(frame),
+            Target::Socketio => sio_ack(frame),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -580,6 +669,135 @@ async fn request(ws: &mut Ws, id: u64, op: &str, data: Value) -> anyhow::Result<
     }
 }
 
+/// The Engine.IO v4 WebSocket URL for `user` on a Socket.IO server at `base`.
+fn sio_url(base: &str, user: &str) -> String {
+    let mut url = base.trim_end_matches('/').to_owned();
+    if !url.contains("/socket.io") {
+        url.push_str("/socket.io/");
+    }
+    let user = utf8_percent_encode(user);
+    if url.contains('?') {
+        format!("{url}&user={user}")
+    } else {
+        format!("{url}?EIO=4&transport=websocket&user={user}")
+    }
+}
+
+/// Percent-encodes everything but unreserved URL characters.
+fn utf8_percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Next text frame before `deadline`, answering Engine.IO pings on the way.
+async fn sio_next(
+    ws: &mut Ws,
+    deadline: tokio::time::Instant,
+    what: &str,
+) -> anyhow::Result<String> {
+    loop {
+        let next = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .map_err(|_| anyhow!("{what}: no answer within 20 s"))?;
+        let Some(msg) = next else {
+            bail!("{what}: connection closed");
+        };
+        let Message::Text(t) = msg.with_context(|| what.to_owned())? else {
+            continue;
+        };
+        if t.as_str() == "2" {
+            ws.send(Message::text("3")).await?;
+            continue;
+        }
+        return Ok(t.as_str().to_owned());
+    }
+}
+
+/// Connects to a Socket.IO server as `user`: waits for open (`0{...}`), sends
+/// `40`, waits for `40{"sid":...}`.
+async fn sio_connect(base: &str, user: &str) -> anyhow::Result<Ws> {
+    let url = sio_url(base, user);
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url)
+        .await
+        .with_context(|| format!("cannot connect to {url}"))?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let what = format!("connect of {user}");
+    let open = sio_next(&mut ws, deadline, &what).await?;
+    if !open.starts_with('0') {
+        bail!("{what}: expected an Engine.IO open packet, got {open}");
+    }
+    ws.send(Message::text("40")).await?;
+    loop {
+        let t = sio_next(&mut ws, deadline, &what).await?;
+        if t.starts_with("40") {
+            return Ok(ws);
+        }
+        if t.starts_with("44") {
+            bail!("{what} refused: {t}");
+        }
+    }
+}
+
+/// Sends the event `args` (a JSON array) with ack id `ack` and waits for a
+/// `{"code":0}` ack.
+async fn sio_request(ws: &mut Ws, ack: u64, args: Value) -> anyhow::Result<()> {
+    let what = format!("{} request", args[0]);
+    ws.send(Message::text(format!("42{ack}{args}"))).await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let t = sio_next(ws, deadline, &what).await?;
+        if let Some((id, ok)) = sio_ack(&t) {
+            if id == ack {
+                if !ok {
+                    bail!("{what} failed: {t}");
+                }
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Parses a Socket.IO ack `43<id>[...]`: the id and whether it carries `"code":0`.
+fn sio_ack(frame: &str) -> Option<(u64, bool)> {
+    let rest = frame.strip_prefix("43")?;
+    let end = rest.find(|c: char| !c.is_ascii_digit())?;
+    let id = rest[..end].parse().ok()?;
+    let tail = &rest[end..];
+    Some((
+        id,
+        tail.contains("\"code\":0,") || tail.contains("\"code\":0}"),
+    ))
+}
+
+/// Calls `found(sent_us, seq)` for the body in a Socket.IO push: the last string
+/// of the event array (bodies never contain quotes or backslashes).
+fn scan_sio_body(frame: &str, mut found: impl FnMut(u64, u64)) {
+    let Some(inner) = frame.strip_suffix("\"]") else {
+        return;
+    };
+    let Some(i) = inner.rfind('"') else {
+        return;
+    };
+    if let Some((t, seq)) = parse_body(&inner[i + 1..]) {
+        found(t, seq);
+    }
+}
+
+/// `{send µs}:{seq}:...` → `(send µs, seq)`.
+fn parse_body(text: &str) -> Option<(u64, u64)> {
+    let mut parts = text.split(':');
+    let t = parts.next()?.parse().ok()?;
+    let seq = parts.next()?.parse().ok()?;
+    Some((t, seq))
+}
+
 /// A message body: `{send µs}:{seq}:` padded with `x` to `len` bytes.
 fn body(sent_us: u64, seq: u64, len: usize) -> String {
     let mut b = format!("{sent_us}:{seq}:");
@@ -606,11 +824,7 @@ fn scan_bodies(frame: &str, base64: bool, mut found: impl FnMut(u64, u64)) {
         } else {
             field
         };
-        let mut parts = text.split(':');
-        if let (Some(Ok(t)), Some(Ok(seq))) = (
-            parts.next().map(str::parse::<u64>),
-            parts.next().map(str::parse::<u64>),
-        ) {
+        if let Some((t, seq)) = parse_body(text) {
             found(t, seq);
         }
     }
@@ -646,6 +860,7 @@ struct Deliveries {
 #[allow(clippy::too_many_arguments)]
 async fn receive_loop(
     mut ws: Ws,
+    target: Target,
     push: &'static str,
     base64: bool,
     origin: Instant,
@@ -663,6 +878,9 @@ async fn receive_loop(
         tokio::select! {
             _ = stop.changed() => break,
             _ = ping.tick() => {
+                if target == Target::Socketio {
+                    continue; // the server pings; we answer below
+                }
                 ping_id += 1;
                 let f = format!(r#"{{"v":1,"id":{ping_id},"op":"ping","data":{{}}}}"#);
                 if ws.send(Message::text(f)).await.is_err() {
@@ -673,20 +891,30 @@ async fn receive_loop(
                 let Some(Ok(msg)) = msg else { break };
                 let Message::Text(t) = msg else { continue };
                 let t = t.as_str();
+                if target == Target::Socketio && t == "2" {
+                    if ws.send(Message::text("3")).await.is_err() {
+                        break;
+                    }
+                    continue;
+                }
                 if !t.contains(push) {
                     continue;
                 }
                 let now = origin.elapsed().as_micros() as u64;
                 lat.clear();
                 let (mut new, mut dup) = (0, 0);
-                scan_bodies(t, base64, |sent, seq| {
+                let mut found = |sent: u64, seq: u64| {
                     lat.push(now.saturating_sub(sent));
                     if seen.insert(seq) {
                         new += 1;
                     } else {
                         dup += 1;
                     }
-                });
+                };
+                match target {
+                    Target::Confab => scan_bodies(t, base64, &mut found),
+                    Target::Socketio => scan_sio_body(t, &mut found),
+                }
                 hist.record(shard, &lat);
                 counts.unique.fetch_add(new, Ordering::Relaxed);
                 counts.duplicated.fetch_add(dup, Ordering::Relaxed);
@@ -764,12 +992,17 @@ async fn fanout(a: &FanoutArgs) -> anyhow::Result<ExitCode> {
     let run = run_id();
     let room = format!("bench{run}");
     let origin = Instant::now();
-    let secret = Arc::new(c.secret.clone());
+    let conn = Conn::new(c, a.target)?;
+    let target = a.target;
+    let push = match target {
+        Target::Confab => "\"push\":\"receiveRoomMessage\"",
+        Target::Socketio => "42[\"room_message\"",
+    };
     let hist = Arc::new(Shards::new());
     let counts = Arc::new(Deliveries::default());
     let setup = Arc::new(Setup::default());
     let (stop_tx, stop_rx) = watch::channel(false);
-    let base64 = a.kind == Kind::Command;
+    let base64 = target == Target::Confab && a.kind == Kind::Command;
     let permits = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
 
     let progress = {
@@ -783,12 +1016,7 @@ async fn fanout(a: &FanoutArgs) -> anyhow::Result<ExitCode> {
     };
     let mut members = Vec::with_capacity(a.members);
     for i in 0..a.members {
-        let (url, secret, room, user) = (
-            c.url.clone(),
-            secret.clone(),
-            room.clone(),
-            format!("bm{run}x{i}"),
-        );
+        let (conn, room, user) = (conn.clone(), room.clone(), format!("bm{run}x{i}"));
         let (permits, setup, hist, counts, stop) = (
             permits.clone(),
             setup.clone(),
@@ -796,29 +1024,18 @@ async fn fanout(a: &FanoutArgs) -> anyhow::Result<ExitCode> {
             counts.clone(),
             stop_rx.clone(),
         );
-        let app = c.app_id;
         members.push(tokio::spawn(async move {
             let joined = async {
                 let _permit = permits.acquire().await?;
-                let mut ws = login(&url, app, &secret, &user).await?;
-                request(&mut ws, 1, "enterRoom", json!({"roomInfo":{"roomID":room}})).await?;
+                let mut ws = conn.open(&user).await?;
+                conn.join(&mut ws, &room).await?;
                 anyhow::Ok(ws)
             }
             .await;
             match joined {
                 Ok(ws) => {
                     setup.ready.fetch_add(1, Ordering::Relaxed);
-                    receive_loop(
-                        ws,
-                        "\"push\":\"receiveRoomMessage\"",
-                        base64,
-                        origin,
-                        i,
-                        hist,
-                        counts,
-                        stop,
-                    )
-                    .await;
+                    receive_loop(ws, target, push, base64, origin, i, hist, counts, stop).await;
                 }
                 Err(e) => setup.fail(&e),
             }
@@ -832,8 +1049,8 @@ async fn fanout(a: &FanoutArgs) -> anyhow::Result<ExitCode> {
     let mut senders = Vec::with_capacity(a.senders);
     for s in 0..a.senders {
         let user = format!("bs{run}x{s}");
-        let mut ws = login(&c.url, c.app_id, &secret, &user).await?;
-        request(&mut ws, 1, "enterRoom", json!({"roomInfo":{"roomID":room}})).await?;
+        let mut ws = conn.open(&user).await?;
+        conn.join(&mut ws, &room).await?;
         senders.push(ws);
     }
     drop(progress);
@@ -863,6 +1080,9 @@ async fn fanout(a: &FanoutArgs) -> anyhow::Result<ExitCode> {
         let s = s as u64;
         let mine = (s..total).step_by(a.senders).count() as u64;
         let (acked, failed, first_failure) = (acked.clone(), failed.clone(), first_failure.clone());
+        // Engine.IO pings arrive on the reader; the sender answers them.
+        let (pong_tx, mut pong_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let reader_conn = conn.clone();
         let reader = tokio::spawn(async move {
             let mut got = 0;
             while got < mine {
@@ -872,7 +1092,11 @@ async fn fanout(a: &FanoutArgs) -> anyhow::Result<ExitCode> {
                     break;
                 };
                 let Message::Text(t) = msg else { continue };
-                if let Some((id, ok)) = reply_id(t.as_str()) {
+                if target == Target::Socketio && t.as_str() == "2" {
+                    let _ = pong_tx.send(());
+                    continue;
+                }
+                if let Some((id, ok)) = reader_conn.reply(t.as_str()) {
                     if id < 100 {
                         continue;
                     }
@@ -897,16 +1121,24 @@ async fn fanout(a: &FanoutArgs) -> anyhow::Result<ExitCode> {
             for g in (s..total).step_by(n_senders as usize) {
                 let at = start + Duration::from_nanos(g * 1_000_000_000 / rate);
                 tokio::time::sleep_until(at.into()).await;
+                while pong_rx.try_recv().is_ok() {
+                    if sink.send(Message::text("3")).await.is_err() {
+                        break;
+                    }
+                }
                 let t = origin.elapsed().as_micros() as u64;
                 let mut b = body(t, g, payload);
                 if base64 {
                     b = base64::engine::general_purpose::STANDARD.encode(b);
                 }
                 let id = 100 + g;
-                let f = format!(
-                    r#"{{"v":1,"id":{id},"op":"sendRoomMessage","data":{{"roomID":"{room}","type":{kind},"message":"{b}","localMessageID":{},"priority":{priority}}}}}"#,
-                    g + 1
-                );
+                let f = match target {
+                    Target::Confab => format!(
+                        r#"{{"v":1,"id":{id},"op":"sendRoomMessage","data":{{"roomID":"{room}","type":{kind},"message":"{b}","localMessageID":{},"priority":{priority}}}}}"#,
+                        g + 1
+                    ),
+                    Target::Socketio => format!(r#"42{id}["room_message","{room}","{b}"]"#),
+                };
                 if sink.send(Message::text(f)).await.is_err() {
                     break;
                 }
@@ -946,10 +1178,13 @@ async fn fanout(a: &FanoutArgs) -> anyhow::Result<ExitCode> {
     let lost = expected.saturating_sub(received);
     let per_s = received as f64 / window;
     let server = server_use(before, after);
-    let reliable = a.kind == Kind::Text || a.priority == Priority::High;
+    // Socket.IO has no types or priorities: every message counts.
+    let reliable =
+        target == Target::Socketio || a.kind == Kind::Text || a.priority == Priority::High;
     let mut report = json!({
         "scenario": "fanout",
-        "url": c.url,
+        "target": target.name(),
+        "url": conn.url,
         "members": a.members,
         "senders": a.senders,
         "rate": a.rate,
@@ -975,10 +1210,11 @@ async fn fanout(a: &FanoutArgs) -> anyhow::Result<ExitCode> {
         "deliveries_per_server_cpu_s",
     );
     let mut human = format!(
-        "fanout: {} members, {} sender(s), {} msg/s of {}/{} for {} s, {}-byte bodies\n  \
+        "fanout ({}): {} members, {} sender(s), {} msg/s of {}/{} for {} s, {}-byte bodies\n  \
          window {window:.2} s: {received} deliveries ({per_s:.0}/s) of {expected} expected; \
          lost {lost}, duplicated {dups}, send failures {failed}\n  \
          latency p50 {}  p99 {}  p999 {}  max {}\n",
+        target.name(),
         a.members,
         a.senders,
         a.rate,
@@ -1020,7 +1256,8 @@ async fn peer(a: &PeerArgs) -> anyhow::Result<ExitCode> {
     let c = &a.common;
     let run = run_id();
     let origin = Instant::now();
-    let secret = Arc::new(c.secret.clone());
+    let conn = Conn::new(c, a.target)?;
+    let target = a.target;
     let ack_hist = Arc::new(Shards::new());
     let hist = Arc::new(Shards::new());
     let counts = Arc::new(Deliveries::default());
@@ -1043,7 +1280,7 @@ async fn peer(a: &PeerArgs) -> anyhow::Result<ExitCode> {
     };
     let mut tasks = Vec::with_capacity(a.pairs);
     for p in 0..a.pairs {
-        let (url, secret, app) = (c.url.clone(), secret.clone(), c.app_id);
+        let conn = conn.clone();
         let (sender, receiver) = (format!("ps{run}x{p}"), format!("pr{run}x{p}"));
         let (permits, setup, hist, ack_hist, counts) = (
             permits.clone(),
@@ -1062,8 +1299,8 @@ async fn peer(a: &PeerArgs) -> anyhow::Result<ExitCode> {
         tasks.push(tokio::spawn(async move {
             let joined = async {
                 let _permit = permits.acquire().await?;
-                let rx = login(&url, app, &secret, &receiver).await?;
-                let tx = login(&url, app, &secret, &sender).await?;
+                let rx = conn.open(&receiver).await?;
+                let tx = conn.open(&sender).await?;
                 anyhow::Ok((rx, tx))
             }
             .await;
@@ -1074,9 +1311,14 @@ async fn peer(a: &PeerArgs) -> anyhow::Result<ExitCode> {
                     return PairResult::default();
                 }
             };
+            let push = match target {
+                Target::Confab => "\"push\":\"receivePeerMessage\"",
+                Target::Socketio => "42[\"peer_message\"",
+            };
             let recv = tokio::spawn(receive_loop(
                 rx,
-                "\"push\":\"receivePeerMessage\"",
+                target,
+                push,
                 false,
                 origin,
                 p,
@@ -1105,9 +1347,14 @@ async fn peer(a: &PeerArgs) -> anyhow::Result<ExitCode> {
                     let seq = sent_at.len() as u64;
                     let t = origin.elapsed().as_micros() as u64;
                     let b = body(t, seq, payload);
-                    let f = format!(
-                        r#"{{"v":1,"id":{seq},"op":"sendPeerMessage","data":{{"toUserID":"{receiver}","type":1,"message":"{b}","localMessageID":{seq}}}}}"#
-                    );
+                    let f = match target {
+                        Target::Confab => format!(
+                            r#"{{"v":1,"id":{seq},"op":"sendPeerMessage","data":{{"toUserID":"{receiver}","type":1,"message":"{b}","localMessageID":{seq}}}}}"#
+                        ),
+                        Target::Socketio => {
+                            format!(r#"42{seq}["peer_message","{receiver}","{b}"]"#)
+                        }
+                    };
                     if sink.send(Message::text(f)).await.is_err() {
                         break;
                     }
@@ -1123,7 +1370,13 @@ async fn peer(a: &PeerArgs) -> anyhow::Result<ExitCode> {
                     break;
                 };
                 let Message::Text(t) = msg else { continue };
-                let Some((id, ok)) = reply_id(t.as_str()) else {
+                if target == Target::Socketio && t.as_str() == "2" {
+                    if sink.send(Message::text("3")).await.is_err() {
+                        break;
+                    }
+                    continue;
+                }
+                let Some((id, ok)) = conn.reply(t.as_str()) else {
                     continue;
                 };
                 let Some(&at) = sent_at.get(id as usize).filter(|_| id > 0) else {
@@ -1199,7 +1452,8 @@ async fn peer(a: &PeerArgs) -> anyhow::Result<ExitCode> {
     let server = server_use(before, after);
     let mut report = json!({
         "scenario": "peer",
-        "url": c.url,
+        "target": target.name(),
+        "url": conn.url,
         "pairs": a.pairs,
         "window": a.window,
         "duration": a.duration,
@@ -1222,11 +1476,12 @@ async fn peer(a: &PeerArgs) -> anyhow::Result<ExitCode> {
         "deliveries_per_server_cpu_s",
     );
     let mut human = format!(
-        "peer: {} pairs, window {}, {} s, {}-byte bodies\n  \
+        "peer ({}): {} pairs, window {}, {} s, {}-byte bodies\n  \
          {acked} acked ({acked_per_s:.0}/s), send failures {failed}; \
          {received} delivered in {window:.2} s ({per_s:.0}/s); lost {lost}, duplicated {dups}\n  \
          ack latency      p50 {}  p99 {}  p999 {}  max {}\n  \
          delivery latency p50 {}  p99 {}  p999 {}  max {}\n",
+        target.name(),
         a.pairs,
         a.window,
         a.duration,
@@ -1254,7 +1509,7 @@ async fn peer(a: &PeerArgs) -> anyhow::Result<ExitCode> {
 async fn connect(a: &ConnectArgs) -> anyhow::Result<ExitCode> {
     let c = &a.common;
     let run = run_id();
-    let secret = Arc::new(c.secret.clone());
+    let conn = Conn::new(c, Target::Confab)?;
     let hist = Arc::new(Shards::new());
     let setup = Arc::new(Setup::default());
     let permits = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
@@ -1274,12 +1529,7 @@ async fn connect(a: &ConnectArgs) -> anyhow::Result<ExitCode> {
     let start = Instant::now();
     let mut tasks = Vec::with_capacity(a.clients);
     for i in 0..a.clients {
-        let (url, secret, app, user) = (
-            c.url.clone(),
-            secret.clone(),
-            c.app_id,
-            format!("bc{run}x{i}"),
-        );
+        let (conn, user) = (conn.clone(), format!("bc{run}x{i}"));
         let (permits, setup, hist, conns) =
             (permits.clone(), setup.clone(), hist.clone(), conns.clone());
         tasks.push(tokio::spawn(async move {
@@ -1287,7 +1537,7 @@ async fn connect(a: &ConnectArgs) -> anyhow::Result<ExitCode> {
                 return;
             };
             let t0 = Instant::now();
-            match login(&url, app, &secret, &user).await {
+            match conn.open(&user).await {
                 Ok(ws) => {
                     hist.record(i, &[t0.elapsed().as_micros() as u64]);
                     conns
@@ -1327,7 +1577,8 @@ async fn connect(a: &ConnectArgs) -> anyhow::Result<ExitCode> {
         .map(|s| round3((s.rss_kb as f64 - s.rss_before_kb as f64) / ok as f64));
     let mut report = json!({
         "scenario": "connect",
-        "url": c.url,
+        "target": "confab",
+        "url": conn.url,
         "clients": a.clients,
         "concurrency": CONNECT_CONCURRENCY,
         "logged_in": ok,
@@ -1404,6 +1655,36 @@ mod tests {
             Some((43, false))
         );
         assert_eq!(reply_id(r#"{"v":1,"push":"x","data":{"id":1}}"#), None);
+    }
+
+    #[test]
+    fn socketio_frames() {
+        assert_eq!(sio_ack(r#"43107[{"code":0}]"#), Some((107, true)));
+        assert_eq!(sio_ack(r#"437[{"code":3}]"#), Some((7, false)));
+        assert_eq!(sio_ack(r#"42["room_message","r","u","1:2:x"]"#), None);
+        let mut got = Vec::new();
+        let b = body(123, 7, 64);
+        scan_sio_body(
+            &format!(r#"42["room_message","room","bob","{b}"]"#),
+            |t, s| {
+                got.push((t, s));
+            },
+        );
+        scan_sio_body(
+            &format!(r#"42["peer_message","bob","{}"]"#, body(5, 9, 4)),
+            |t, s| {
+                got.push((t, s));
+            },
+        );
+        assert_eq!(got, [(123, 7), (5, 9)]);
+        assert_eq!(
+            sio_url("ws://127.0.0.1:3000/", "a b"),
+            "ws://127.0.0.1:3000/socket.io/?EIO=4&transport=websocket&user=a%20b"
+        );
+        assert_eq!(
+            sio_url("ws://h:1/socket.io/?EIO=4&transport=websocket", "u"),
+            "ws://h:1/socket.io/?EIO=4&transport=websocket&user=u"
+        );
     }
 
     #[test]

@@ -66,6 +66,7 @@ async fn bench_scenarios_report_consistent_numbers() {
     )
     .await;
     assert_eq!(fanout["scenario"], "fanout", "{fanout}");
+    assert_eq!(fanout["target"], "confab", "{fanout}");
     assert_eq!(fanout["messages_acked"], 100, "{fanout}");
     assert_eq!(fanout["deliveries"], 20 * 100, "{fanout}");
     assert_eq!(fanout["lost"], 0, "{fanout}");
@@ -104,4 +105,111 @@ async fn bench_scenarios_report_consistent_numbers() {
         "took {:?}",
         started.elapsed()
     );
+}
+
+/// The node_modules of an installed Socket.IO peer (never installs one): the
+/// `CONFAB_SOCKETIO_PEER` directory, else ../shared/peers/socketio beside the repo.
+fn socketio_peer() -> Option<std::path::PathBuf> {
+    let dir = std::env::var_os("CONFAB_SOCKETIO_PEER")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/peers/socketio")
+        });
+    (dir.join("server.js").is_file() && dir.join("node_modules/socket.io").is_dir()).then_some(dir)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bench_socketio_target() {
+    let Some(dir) = socketio_peer() else {
+        eprintln!(
+            "skipping bench_socketio_target: no installed Socket.IO peer (run `npm ci --omit=dev` \
+             in shared/peers/socketio, or point CONFAB_SOCKETIO_PEER at an installed copy)"
+        );
+        return;
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let child = tokio::process::Command::new("node")
+        .arg("server.js")
+        .current_dir(&dir)
+        .env("PORT", port.to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn();
+    let Ok(mut child) = child else {
+        eprintln!("skipping bench_socketio_target: cannot run `node`");
+        return;
+    };
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(
+        child.stdout.take().expect("stdout"),
+    ));
+    let up = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.contains("listening") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(up, Ok(true), "the Socket.IO peer did not start");
+    let url = format!("ws://127.0.0.1:{port}");
+    let pid = child.id().expect("pid").to_string();
+    let run = |args: &[&str]| {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_confab"));
+        cmd.arg("bench")
+            .args(args)
+            .args([
+                "--target",
+                "socketio",
+                "--url",
+                &url,
+                "--server-pid",
+                &pid,
+                "--json",
+            ])
+            .env_remove("CONFAB_SECRET")
+            .kill_on_drop(true);
+        cmd
+    };
+    for args in [
+        &[
+            "fanout",
+            "--members",
+            "20",
+            "--rate",
+            "50",
+            "--duration",
+            "2",
+        ][..],
+        &["peer", "--pairs", "4", "--duration", "2"][..],
+    ] {
+        let out = tokio::time::timeout(Duration::from_secs(25), run(args).output())
+            .await
+            .expect("bench finishes within 25 s")
+            .expect("run confab bench");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "bench {args:?} failed: {}\nstdout: {stdout}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let r: Value = serde_json::from_str(stdout.trim()).expect("bench prints JSON");
+        assert_eq!(r["target"], "socketio", "{r}");
+        assert_eq!(r["lost"], 0, "{r}");
+        assert_eq!(r["duplicated"], 0, "{r}");
+        assert!(r["server_cpu_s"].as_f64().is_some(), "{r}");
+        if args[0] == "fanout" {
+            assert_eq!(r["messages_acked"], 100, "{r}");
+            assert_eq!(r["deliveries"], 20 * 100, "{r}");
+        } else {
+            assert!(r["acked"].as_u64().unwrap() > 0, "{r}");
+            assert_eq!(r["deliveries"], r["acked"], "{r}");
+        }
+    }
 }
