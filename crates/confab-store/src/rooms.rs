@@ -65,6 +65,77 @@ impl Default for RoomLimits {
     }
 }
 
+impl RoomLimits {
+    /// Checks the attribute set a request would leave (`attrs`, whose values
+    /// `value` reads): each key the request sets (`touched`, if still present)
+    /// against the key and value limits, and, if it sets any, the whole set against
+    /// the key count and total size. A delete-only request is never refused. Every
+    /// backend applies this one rule.
+    ///
+    /// # Errors
+    /// [`RoomError::AttributeLimit`] naming the limit and the numbers.
+    pub fn check_attributes<V>(
+        &self,
+        attrs: &std::collections::BTreeMap<String, V>,
+        value: impl Fn(&V) -> &str,
+        touched: &std::collections::BTreeSet<String>,
+    ) -> Result<(), RoomError> {
+        let refuse = |why: String| Err(RoomError::AttributeLimit(why));
+        let mut any = false;
+        for (key, attr) in touched.iter().filter_map(|k| Some((k, attrs.get(k)?))) {
+            any = true;
+            let len = value(attr).len();
+            if key.is_empty() {
+                return refuse("a room attribute key must not be empty".into());
+            }
+            if key.len() > self.max_attr_key_bytes {
+                return refuse(format!(
+                    "room attribute key {} is {} bytes; the limit is {} bytes per key",
+                    shown(key),
+                    key.len(),
+                    self.max_attr_key_bytes
+                ));
+            }
+            if len > self.max_attr_value_bytes {
+                return refuse(format!(
+                    "the value of room attribute {} is {len} bytes; the limit is {} bytes per value",
+                    shown(key),
+                    self.max_attr_value_bytes
+                ));
+            }
+        }
+        if !any {
+            return Ok(());
+        }
+        if attrs.len() > self.max_attr_keys {
+            return refuse(format!(
+                "the room would have {} attribute keys; the limit is {} keys per room",
+                attrs.len(),
+                self.max_attr_keys
+            ));
+        }
+        let total: usize = attrs.iter().map(|(k, a)| k.len() + value(a).len()).sum();
+        if total > self.max_attr_total_bytes {
+            return refuse(format!(
+                "the room's attributes would total {total} bytes of keys and values; the limit is {} bytes per room",
+                self.max_attr_total_bytes
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A user-supplied key for an error message: quoted, and cut if long.
+fn shown(key: &str) -> String {
+    const MAX_CHARS: usize = 24;
+    if key.chars().count() <= MAX_CHARS {
+        format!("{key:?}")
+    } else {
+        let head: String = key.chars().take(MAX_CHARS).collect();
+        format!("{head:?}…")
+    }
+}
+
 /// A room to create; the creator joins it in the same step.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewRoom {

@@ -97,7 +97,7 @@ pub(super) fn create_room(
         );
     }
     let touched: BTreeSet<String> = attrs.keys().cloned().collect();
-    check_attribute_limits(&attrs, &touched, limits)?;
+    limits.check_attributes(&attrs, |a| a.value.as_str(), &touched)?;
 
     conn.prepare_cached(
         "INSERT INTO rooms (app_id, room_id, room_name, created_ms, destroy_delay_secs,
@@ -308,7 +308,7 @@ pub(super) fn change_attributes(
             }
         }
     }
-    check_attribute_limits(&attrs, &written, limits)?;
+    limits.check_attributes(&attrs, |a| a.value.as_str(), &written)?;
 
     for key in &written {
         write_attribute(conn, m.app_id, &m.room_id, key, &attrs[key])?;
@@ -549,69 +549,6 @@ fn write_attribute(
     })
     .map_err(db("write an attribute"))?;
     Ok(())
-}
-
-/// Checks the attribute set a request would leave: each key it sets (`touched`, if
-/// still present) against the key and value limits, and, if it sets any, the whole
-/// set against the key count and total size.
-fn check_attribute_limits(
-    attrs: &BTreeMap<String, Attribute>,
-    touched: &BTreeSet<String>,
-    limits: &RoomLimits,
-) -> Result<(), RoomError> {
-    let refuse = |why: String| Err(RoomError::AttributeLimit(why));
-    let mut any = false;
-    for (key, attr) in touched.iter().filter_map(|k| Some((k, attrs.get(k)?))) {
-        any = true;
-        if key.is_empty() {
-            return refuse("a room attribute key must not be empty".into());
-        }
-        if key.len() > limits.max_attr_key_bytes {
-            return refuse(format!(
-                "room attribute key {} is {} bytes; the limit is {} bytes per key",
-                shown(key),
-                key.len(),
-                limits.max_attr_key_bytes
-            ));
-        }
-        if attr.value.len() > limits.max_attr_value_bytes {
-            return refuse(format!(
-                "the value of room attribute {} is {} bytes; the limit is {} bytes per value",
-                shown(key),
-                attr.value.len(),
-                limits.max_attr_value_bytes
-            ));
-        }
-    }
-    if !any {
-        return Ok(());
-    }
-    if attrs.len() > limits.max_attr_keys {
-        return refuse(format!(
-            "the room would have {} attribute keys; the limit is {} keys per room",
-            attrs.len(),
-            limits.max_attr_keys
-        ));
-    }
-    let total: usize = attrs.iter().map(|(k, a)| k.len() + a.value.len()).sum();
-    if total > limits.max_attr_total_bytes {
-        return refuse(format!(
-            "the room's attributes would total {total} bytes of keys and values; the limit is {} bytes per room",
-            limits.max_attr_total_bytes
-        ));
-    }
-    Ok(())
-}
-
-/// A user-supplied key for an error message: quoted, and cut if long.
-fn shown(key: &str) -> String {
-    const MAX_CHARS: usize = 24;
-    if key.chars().count() <= MAX_CHARS {
-        format!("{key:?}")
-    } else {
-        let head: String = key.chars().take(MAX_CHARS).collect();
-        format!("{head:?}…")
-    }
 }
 
 fn vanished(room_id: &str) -> StoreError {
