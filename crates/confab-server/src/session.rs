@@ -421,14 +421,14 @@ impl Session {
                 Some(seq) => seq,
                 None => store.inbox_acked(app.id, &req.user_id).await?,
             };
-            let head = store.inbox_after(app.id, &req.user_id, 0, 0).await?.head;
-            let cursor = claimed.min(head);
+            // One read serves both: past the head the page is empty anyway.
+            let first = store
+                .inbox_after(app.id, &req.user_id, claimed, CATCH_UP_PAGE)
+                .await?;
+            let cursor = claimed.min(first.head);
             if req.last_inbox_seq.is_some() {
                 store.ack_inbox(app.id, &req.user_id, cursor).await?;
             }
-            let first = store
-                .inbox_after(app.id, &req.user_id, cursor, CATCH_UP_PAGE)
-                .await?;
             Ok::<_, confab_store::StoreError>((cursor, first))
         };
         let (cursor, first) = match resume.await {
