@@ -6,15 +6,14 @@
 //! sessions receive it.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
+use crate::outbox::{Class, Outbox};
+use crate::queue;
 use axum::extract::ws::Utf8Bytes;
 use bytes::{BufMut, Bytes, BytesMut};
 use confab_broker::Handler;
 use confab_proto::frame::{DisconnectReason, Priority};
-use tokio::sync::{mpsc, watch};
-
-use crate::outbox::{Class, Outbox};
 
 /// The topic of one user of one app. Every session of the user listens to it.
 pub(crate) fn user_topic(app_id: u32, user_id: &str) -> String {
@@ -164,33 +163,53 @@ impl Envelope {
     }
 }
 
+/// What a session task receives from the rest of the node.
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// A publication on the user's topic.
+    Envelope(Envelope),
+    /// Disconnect now, for this reason (queued first, whatever the bound).
+    Kill(DisconnectReason),
+}
+
 /// A local session as the hub sees it.
 #[derive(Debug, Clone)]
 pub(crate) struct SessionLink {
     /// Unique per node run (random start, incremented).
     pub(crate) id: u64,
-    /// Publications for the session task, bounded.
-    pub(crate) events: mpsc::Sender<Envelope>,
-    /// Set to make the session disconnect (used when `events` is full).
-    pub(crate) kill: watch::Sender<Option<DisconnectReason>>,
+    /// Publications for the session task, bounded; a kill overtakes them.
+    pub(crate) events: queue::Sender<Event>,
     /// The session's outbound queue, for room frames delivered directly.
     pub(crate) outbox: Outbox,
     /// The session's user, so a sender does not receive its own room messages.
     pub(crate) user_id: String,
 }
 
+impl SessionLink {
+    /// Makes the session disconnect with `reason`.
+    pub(crate) fn kill(&self, reason: DisconnectReason) {
+        let _ = self.events.push_urgent(Event::Kill(reason));
+    }
+}
+
+/// A room's local members, shared by the deliveries in flight.
+type RoomLinks = Arc<Vec<Arc<SessionLink>>>;
+
 /// Local sessions by (app, user), and by (app, room) for the rooms they are in.
 #[derive(Debug, Default)]
 pub(crate) struct Hub {
     sessions: Mutex<HashMap<(u32, String), Vec<SessionLink>>>,
-    rooms: Mutex<HashMap<(u32, String), Vec<SessionLink>>>,
+    /// Copy-on-write lists: a delivery takes the list's `Arc` and lets go of the
+    /// lock at once; a join or leave while deliveries hold it copies the list.
+    rooms: Mutex<HashMap<(u32, String), RoomLinks>>,
 }
 
 impl Hub {
     pub(crate) fn insert(&self, app_id: u32, user_id: &str, link: SessionLink) {
         let mut map = self.sessions.lock().expect("hub lock");
+        // Almost every user has one session: room for exactly one.
         map.entry((app_id, user_id.to_owned()))
-            .or_default()
+            .or_insert_with(|| Vec::with_capacity(1))
             .push(link);
     }
 
@@ -210,7 +229,7 @@ impl Hub {
         let mut map = self.rooms.lock().expect("hub lock");
         let list = map.entry((app_id, room_id.to_owned())).or_default();
         if !list.iter().any(|l| l.id == link.id) {
-            list.push(link);
+            Arc::make_mut(list).push(Arc::new(link));
         }
     }
 
@@ -221,9 +240,11 @@ impl Hub {
         let Some(list) = map.get_mut(&key) else {
             return false;
         };
-        let before = list.len();
-        list.retain(|l| l.id != session_id);
-        let removed = list.len() != before;
+        if !list.iter().any(|l| l.id == session_id) {
+            return false;
+        }
+        Arc::make_mut(list).retain(|l| l.id != session_id);
+        let removed = true;
         if list.is_empty() {
             map.remove(&key);
         }
@@ -248,7 +269,7 @@ impl Hub {
         let Ok(text) = Utf8Bytes::try_from(frame.clone()) else {
             return;
         };
-        for link in links {
+        for link in links.iter() {
             if !sender.is_empty() && link.user_id == sender {
                 continue;
             }
@@ -257,7 +278,7 @@ impl Hub {
                 .push(text.clone(), class.outbox_class())
                 .is_err()
             {
-                let _ = link.kill.send(Some(DisconnectReason::SlowConsumer));
+                link.kill(DisconnectReason::SlowConsumer);
             }
         }
     }
@@ -323,9 +344,13 @@ impl Handler for Hub {
             }
         };
         for link in links {
-            if link.events.try_send(envelope.clone()).is_err() {
+            if link
+                .events
+                .try_push(Event::Envelope(envelope.clone()))
+                .is_err()
+            {
                 // The session cannot keep up (or is gone): never grow memory.
-                let _ = link.kill.send(Some(DisconnectReason::SlowConsumer));
+                link.kill(DisconnectReason::SlowConsumer);
             }
         }
     }

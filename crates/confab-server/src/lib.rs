@@ -13,6 +13,7 @@ mod http;
 mod hub;
 mod logs;
 mod outbox;
+mod queue;
 mod rooms;
 mod session;
 mod state;

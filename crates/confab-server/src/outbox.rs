@@ -6,14 +6,16 @@
 //! pushes are shed earlier, by priority (Barrage, then Low, then Medium), so a
 //! struggling receiver loses decoration before it loses the connection.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use confab_proto::frame::Priority;
 use futures_util::SinkExt;
 use futures_util::stream::SplitSink;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::Notify;
+
+use crate::queue;
 
 /// What a frame is, for shedding under load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,16 +43,23 @@ pub(crate) enum Out {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Slow;
 
+/// What the producers and the writer share besides the queue.
+#[derive(Debug, Default)]
+struct Shared {
+    /// Bytes of text frames queued and not yet written.
+    bytes: AtomicUsize,
+    /// Set to make the writer skip the queue and close.
+    abort: Mutex<Option<(u16, String)>>,
+    abort_notify: Notify,
+}
+
 /// The producing side of a connection's outbound queue. Cheap to clone.
 #[derive(Debug, Clone)]
 pub(crate) struct Outbox {
-    tx: mpsc::Sender<Out>,
-    /// Bytes of text frames queued and not yet written.
-    bytes: Arc<AtomicUsize>,
+    tx: queue::Sender<Out>,
+    shared: Arc<Shared>,
     max_frames: usize,
     max_bytes: usize,
-    /// Tells the writer to skip the queue and close.
-    abort: Arc<watch::Sender<Option<(u16, String)>>>,
 }
 
 /// Starts the writer task for `sink` and returns the queue feeding it.
@@ -59,17 +68,15 @@ pub(crate) fn spawn_writer(
     max_frames: usize,
     max_bytes: usize,
 ) -> (Outbox, tokio::task::JoinHandle<()>) {
-    let (tx, rx) = mpsc::channel(max_frames);
-    let bytes = Arc::new(AtomicUsize::new(0));
-    let (abort, abort_rx) = watch::channel(None);
-    let handle = tokio::spawn(writer(sink, rx, bytes.clone(), abort_rx));
+    let (tx, rx) = queue::bounded(max_frames);
+    let shared = Arc::new(Shared::default());
+    let handle = tokio::spawn(writer(sink, rx, shared.clone()));
     (
         Outbox {
             tx,
-            bytes,
-            max_frames,
-            max_bytes,
-            abort: Arc::new(abort),
+            shared,
+            max_frames: max_frames.max(1),
+            max_bytes: max_bytes.max(1),
         },
         handle,
     )
@@ -78,8 +85,8 @@ pub(crate) fn spawn_writer(
 impl Outbox {
     /// Percent of the queue in use (the larger of frames and bytes).
     fn fill_percent(&self) -> usize {
-        let frames = self.max_frames - self.tx.capacity();
-        let bytes = self.bytes.load(Ordering::Relaxed);
+        let frames = self.tx.len();
+        let bytes = self.shared.bytes.load(Ordering::Relaxed);
         (frames * 100 / self.max_frames).max(bytes.saturating_mul(100) / self.max_bytes)
     }
 
@@ -98,14 +105,14 @@ impl Outbox {
             }
         }
         let len = text.len();
-        if self.bytes.load(Ordering::Relaxed) + len > self.max_bytes {
+        if self.shared.bytes.load(Ordering::Relaxed) + len > self.max_bytes {
             return Err(Slow);
         }
-        self.bytes.fetch_add(len, Ordering::Relaxed);
-        match self.tx.try_send(Out::Text(text)) {
+        self.shared.bytes.fetch_add(len, Ordering::Relaxed);
+        match self.tx.try_push(Out::Text(text)) {
             Ok(()) => Ok(true),
             Err(_) => {
-                self.bytes.fetch_sub(len, Ordering::Relaxed);
+                self.shared.bytes.fetch_sub(len, Ordering::Relaxed);
                 Err(Slow)
             }
         }
@@ -122,53 +129,72 @@ impl Outbox {
     ) -> Result<(), Slow> {
         let len = text.len();
         let deadline = tokio::time::Instant::now() + patience;
+        let mut item = Out::Text(text);
         loop {
-            let queued = self.bytes.load(Ordering::Relaxed);
+            let queued = self.shared.bytes.load(Ordering::Relaxed);
             if queued == 0 || queued + len <= self.max_bytes {
-                break;
+                self.shared.bytes.fetch_add(len, Ordering::Relaxed);
+                match self.tx.try_push(item) {
+                    Ok(()) => return Ok(()),
+                    Err(rejected) => {
+                        self.shared.bytes.fetch_sub(len, Ordering::Relaxed);
+                        if rejected.error == queue::PushError::Closed {
+                            return Err(Slow);
+                        }
+                        // Full in frames: wait below like for bytes.
+                        item = rejected.item;
+                    }
+                }
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(Slow);
             }
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
-        self.bytes.fetch_add(len, Ordering::Relaxed);
-        match tokio::time::timeout_at(deadline, self.tx.send(Out::Text(text))).await {
-            Ok(Ok(())) => Ok(()),
-            _ => {
-                self.bytes.fetch_sub(len, Ordering::Relaxed);
-                Err(Slow)
-            }
-        }
     }
 
     /// Queues a ping; skipped when the queue is full (the queue itself then
     /// proves the peer is not reading).
     pub(crate) fn ping(&self) {
-        let _ = self.tx.try_send(Out::Ping);
+        let _ = self.tx.try_push(Out::Ping);
     }
 
     /// Queues a close frame after whatever is queued, waiting briefly for room.
     pub(crate) async fn close(&self, code: u16, reason: String) {
-        let _ = tokio::time::timeout(
-            std::time::Duration::from_secs(1),
-            self.tx.send(Out::Close(code, reason)),
-        )
-        .await;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+        let mut item = Out::Close(code, reason);
+        loop {
+            match self.tx.try_push(item) {
+                Ok(()) => return,
+                Err(rejected) if rejected.error == queue::PushError::Full => item = rejected.item,
+                Err(_) => return,
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
     }
 
     /// Makes the writer drop whatever is queued and send a close frame now (for a
     /// client that is not reading: its queue will never drain).
     pub(crate) fn abort(&self, code: u16, reason: String) {
-        let _ = self.abort.send(Some((code, reason)));
+        *self
+            .shared
+            .abort
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((code, reason));
+        self.shared.abort_notify.notify_one();
     }
 }
 
+/// Room kept in an empty queue between bursts; more is given back.
+const KEEP_IDLE_SLOTS: usize = 8;
+
 async fn writer(
     mut sink: SplitSink<WebSocket, Message>,
-    mut rx: mpsc::Receiver<Out>,
-    bytes: Arc<AtomicUsize>,
-    mut abort: watch::Receiver<Option<(u16, String)>>,
+    mut rx: queue::Receiver<Out>,
+    shared: Arc<Shared>,
 ) {
     let close = |code, reason: String| {
         Message::Close(Some(CloseFrame {
@@ -182,7 +208,7 @@ async fn writer(
             while let Some(item) = next.take() {
                 let msg = match item {
                     Out::Text(text) => {
-                        bytes.fetch_sub(text.len(), Ordering::Relaxed);
+                        shared.bytes.fetch_sub(text.len(), Ordering::Relaxed);
                         Message::Text(text)
                     }
                     Out::Ping => Message::Ping(bytes::Bytes::new()),
@@ -194,22 +220,26 @@ async fn writer(
                 if sink.feed(msg).await.is_err() {
                     break 'outer;
                 }
-                next = rx.try_recv().ok();
+                next = rx.try_recv();
             }
             if sink.flush().await.is_err() {
                 break;
             }
+            rx.shrink_if_empty(KEEP_IDLE_SLOTS);
         }
         false
     };
     let aborted = async {
         loop {
-            if let Some((code, reason)) = abort.borrow_and_update().clone() {
-                return (code, reason);
+            let taken = shared
+                .abort
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+            if let Some(abort) = taken {
+                return abort;
             }
-            if abort.changed().await.is_err() {
-                std::future::pending::<()>().await;
-            }
+            shared.abort_notify.notified().await;
         }
     };
     let closed = tokio::select! {
@@ -227,5 +257,5 @@ async fn writer(
     if !closed {
         let _ = sink.close().await;
     }
-    rx.close();
+    drop(rx);
 }

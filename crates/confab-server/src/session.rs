@@ -28,7 +28,6 @@ use confab_proto::frame::{
 use confab_store::{NewPeerMessage, StoredPeerMessage};
 use futures_util::StreamExt;
 use futures_util::stream::SplitStream;
-use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep_until};
 
 mod rooms;
@@ -37,8 +36,9 @@ pub(crate) use rooms::publish_attribute_deletes;
 
 use std::collections::BTreeSet;
 
-use crate::hub::{Envelope, SessionLink, user_topic};
+use crate::hub::{Envelope, Event, SessionLink, user_topic};
 use crate::outbox::{self, Class, Outbox, Slow};
+use crate::queue;
 use crate::state::{App, Metrics, Shared};
 use crate::validate;
 
@@ -74,8 +74,7 @@ pub(crate) async fn run(shared: Arc<Shared>, socket: WebSocket) {
         limits.outbound_queue_frames,
         limits.outbound_queue_bytes,
     );
-    let (events_tx, events_rx) = mpsc::channel(limits.outbound_queue_frames);
-    let (kill_tx, kill_rx) = watch::channel(None);
+    let (events_tx, events_rx) = queue::bounded(limits.outbound_queue_frames);
     let mut session = Session {
         id: shared.next_session_id(),
         shared,
@@ -83,8 +82,6 @@ pub(crate) async fn run(shared: Arc<Shared>, socket: WebSocket) {
         login: None,
         events_tx,
         events_rx,
-        kill_tx,
-        kill_rx,
         live_sent: VecDeque::new(),
         rooms: BTreeSet::new(),
         pending_end: None,
@@ -116,10 +113,9 @@ struct Session {
     shared: Arc<Shared>,
     outbox: Outbox,
     login: Option<LoggedIn>,
-    events_tx: mpsc::Sender<Envelope>,
-    events_rx: mpsc::Receiver<Envelope>,
-    kill_tx: watch::Sender<Option<DisconnectReason>>,
-    kill_rx: watch::Receiver<Option<DisconnectReason>>,
+    /// Publications and kills from the hub (see [`Event`]).
+    events_tx: queue::Sender<Event>,
+    events_rx: queue::Receiver<Event>,
     /// Recent unstored sends: (localMessageID, reply), for idempotent retries.
     live_sent: VecDeque<(u64, SendMessageReply)>,
     /// Rooms this connection is attached to (a member receiving live messages).
@@ -144,7 +140,6 @@ impl Session {
         SessionLink {
             id: self.id,
             events: self.events_tx.clone(),
-            kill: self.kill_tx.clone(),
             outbox: self.outbox.clone(),
             user_id: self
                 .login
@@ -211,15 +206,22 @@ impl Session {
             let warned = self.login.as_ref().is_some_and(|l| l.warned);
             tokio::select! {
                 biased;
-                changed = self.kill_rx.changed() => {
-                    if changed.is_err() {
-                        continue;
-                    }
-                    if let Some(reason) = *self.kill_rx.borrow() {
-                        if reason == DisconnectReason::SlowConsumer {
-                            return slow();
+                Some(event) = self.events_rx.recv() => {
+                    match event {
+                        Event::Kill(DisconnectReason::SlowConsumer) => return slow(),
+                        Event::Kill(reason) => {
+                            return Some((reason, "disconnected by the server".into()));
                         }
-                        return Some((reason, "disconnected by the server".into()));
+                        Event::Envelope(envelope) if logged_in => {
+                            if let Some(end) = Box::pin(self.on_envelope(envelope)).await {
+                                return Some(end);
+                            }
+                            // Publications are rare per user: keep no room between them.
+                            self.events_rx.shrink_if_empty(0);
+                        }
+                        // Publications for a login that has ended: the next login
+                        // catches up from the store.
+                        Event::Envelope(_) => {}
                     }
                 }
                 _ = shutdown.changed() => {
@@ -240,7 +242,9 @@ impl Session {
                             return None;
                         }
                         Some(Ok(Message::Text(text))) => {
-                            if let Some(end) = self.handle_text(text.as_str()).await {
+                            // Boxed: a request's future is large and short-lived; the
+                            // session's own future stays small while it waits.
+                            if let Some(end) = Box::pin(self.handle_text(text.as_str())).await {
                                 return Some(end);
                             }
                         }
@@ -251,12 +255,10 @@ impl Session {
                         Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                     }
                 }
-                Some(envelope) = self.events_rx.recv(), if logged_in => {
-                    if let Some(end) = self.on_envelope(envelope).await {
-                        return Some(end);
-                    }
+                _ = ping.tick() => {
+                    self.outbox.ping();
+                    self.events_rx.shrink_if_empty(0);
                 }
-                _ = ping.tick() => self.outbox.ping(),
                 () = &mut idle => {
                     return Some((DisconnectReason::HeartbeatTimeout, format!(
                         "nothing heard from the client for {} s", limits.idle_timeout_secs
