@@ -102,6 +102,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         "confab {} serving on http://{addr}",
         env!("CARGO_PKG_VERSION")
     );
+    println!("  demo chat page:     http://{addr}/  (open it in two browser windows)");
+    println!("  web SDK:            http://{addr}/sdk/zim.js  (import {{ ZIM }} from it)");
     println!("  WebSocket endpoint: ws://{addr}/ws");
     println!("  data directory:     {}", data_dir.display());
     println!("  store / broker:     {store} / {broker}");
@@ -119,6 +121,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 "  make a token:  confab token generate --app-id {} --secret {} --user alice",
                 dev.app_id, dev.secret
             );
+            println!(
+                "  the demo page gets tokens for this app from POST /dev/token (development app only)"
+            );
+            if !addr.ip().is_loopback() {
+                tracing::warn!(
+                    "listening on {addr} with the development app: anyone who reaches this port \
+                     can get a token for any user of it; configure apps (--app) for real use"
+                );
+            }
         }
         None => println!("  apps: {:?}", server.app_ids()),
     }

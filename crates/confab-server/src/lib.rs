@@ -18,6 +18,7 @@ mod rooms;
 mod session;
 mod state;
 mod validate;
+mod web;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -173,11 +174,19 @@ impl Server {
         let Server {
             shared,
             shutdown_tx,
-            ..
+            dev_app,
         } = self;
+        let dev_tokens = web::DevTokens::new(
+            dev_app.and_then(|dev| {
+                confab_token::Secret::new(&dev.secret)
+                    .ok()
+                    .map(|secret| (dev.app_id, secret))
+            }),
+            shared.clock.clone(),
+        );
         let retention = spawn_retention(shared.clone());
         let room_tasks = rooms::spawn_room_tasks(shared.clone());
-        let app = http::router(shared.clone());
+        let app = http::router(shared.clone()).merge(web::router(dev_tokens));
         let tx = shutdown_tx.clone();
         let result = axum::serve(listener, app)
             .with_graceful_shutdown(async move {

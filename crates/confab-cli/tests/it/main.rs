@@ -5,6 +5,7 @@ mod client;
 mod failover;
 mod serve;
 mod token;
+mod web;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};

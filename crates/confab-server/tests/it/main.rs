@@ -8,3 +8,4 @@ mod messages;
 mod nodes;
 mod resilience;
 mod rooms;
+mod web;
