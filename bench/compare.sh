@@ -1,31 +1,59 @@
 #!/usr/bin/env bash
 # Runs the same `confab bench` scenarios against confab and against the reference
 # Socket.IO server (../shared/peers/socketio), both on loopback on this machine,
-# and writes bench/results/latest.jsonl (one JSON report per run) and
-# bench/results/latest.md (a comparison table).
+# and writes bench/results/:
+#   latest.jsonl  one JSON report per run (sweeps: one per step and a summary)
+#   latest.md     the comparison tables, the goals of issue 7, the machine, the
+#                 server configurations and the exact commands
+#   latest.svg    the chart (`confab bench chart`), and latest.png when
+#                 rsvg-convert is installed (Debian: librsvg2-bin)
 #
 #   bench/compare.sh            # from anywhere; needs cargo, node and npm
 #
+# Scenarios, each against both servers: connect (idle memory per connection),
+# fanout 1k members × 100 msg/s (64 B and 1 KiB), 1k × 1000 msg/s, 10k × 10 msg/s,
+# sweep (fan-out at rising rates until p99 > 50 ms), peer. About 5 minutes of
+# runs after the build.
+#
 # Environment: SOCKETIO_PEER (the peer's directory; default ../shared/peers/socketio
-# beside the repo), FANOUT_MEMBERS/FANOUT_RATE/FANOUT_SECS/PAYLOAD, PEER_PAIRS/PEER_SECS.
+# beside the repo), SECS (seconds per fan-out/peer run, default 5), CLIENTS (connect,
+# default 5000), BIG_MEMBERS (default 10000), SWEEP_RATES (default
+# 10,20,50,100,200,500,1000), SWEEP_BOUND_MS (default 50), PEER_PAIRS (default 50),
+# RECV_THREADS (generator receive threads; default: one per two CPUs).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PEER_SRC="${SOCKETIO_PEER:-$ROOT/../shared/peers/socketio}"
 RESULTS="$ROOT/bench/results"
-FANOUT_MEMBERS="${FANOUT_MEMBERS:-1000}"
-FANOUT_RATE="${FANOUT_RATE:-100}"
-FANOUT_SECS="${FANOUT_SECS:-10}"
-PAYLOAD="${PAYLOAD:-64}"
+SECS="${SECS:-5}"
+CLIENTS="${CLIENTS:-5000}"
+BIG_MEMBERS="${BIG_MEMBERS:-10000}"
+SWEEP_RATES="${SWEEP_RATES:-10,20,50,100,200,500,1000}"
+SWEEP_BOUND_MS="${SWEEP_BOUND_MS:-50}"
 PEER_PAIRS="${PEER_PAIRS:-50}"
-PEER_SECS="${PEER_SECS:-10}"
+RECV_THREADS="${RECV_THREADS:-0}"
 APP_ID=1234567890
 SECRET=fa94dd0f974cf2e293728a526b028271
+# confab's limits, raised for benchmarking (defaults: docs/config.md).
+CONFAB_ENV=(CONFAB_LIMITS_USER_SEND_RATE=1000000 CONFAB_LIMITS_USER_SEND_BURST=1000000
+    CONFAB_LIMITS_APP_SEND_RATE=1000000)
+STARTED=$(date +%s)
 
 for tool in cargo node npm; do
     command -v "$tool" >/dev/null || { echo "compare.sh: $tool is required" >&2; exit 1; }
 done
 [[ -f "$PEER_SRC/server.js" ]] || { echo "compare.sh: no Socket.IO peer at $PEER_SRC" >&2; exit 1; }
+
+# Every connection is an open file on both sides; server and generator are
+# separate processes, so each needs BIG_MEMBERS plus some.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+FD_LIMIT="$(ulimit -n)"
+NOTE=""
+if [[ "$FD_LIMIT" != unlimited ]] && (( BIG_MEMBERS + 200 > FD_LIMIT )); then
+    NOTE="open-file limit $FD_LIMIT: the large fan-out ran with $((FD_LIMIT - 200)) members instead of $BIG_MEMBERS"
+    echo "compare.sh: $NOTE" >&2
+    BIG_MEMBERS=$((FD_LIMIT - 200))
+fi
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/confab-compare.XXXXXX")"
 CONFAB_PID=""
@@ -46,6 +74,7 @@ trap cleanup EXIT
 echo "== building confab (release)"
 (cd "$ROOT" && cargo build --release --quiet -p confab-cli --bin confab)
 CONFAB="$ROOT/target/release/confab"
+BUILT=$(date +%s)
 
 echo "== Socket.IO peer"
 PEER_DIR="$PEER_SRC"
@@ -54,7 +83,7 @@ if [[ ! -d "$PEER_DIR/node_modules" ]]; then
     PEER_DIR="$WORK/socketio"
     mkdir -p "$PEER_DIR"
     cp "$PEER_SRC/package.json" "$PEER_SRC/package-lock.json" "$PEER_SRC/server.js" "$PEER_DIR/"
-    (cd "$PEER_DIR" && npm ci --omit=dev --no-audit --no-fund)
+    (cd "$PEER_DIR" && npm ci --omit=dev --no-audit --no-fund --loglevel=error)
 fi
 
 free_port() {
@@ -73,36 +102,52 @@ wait_for() {
     exit 1
 }
 
-# 1000 members + senders are 1000+ sockets on each side.
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+# CPU ticks (1/100 s) PID has used.
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
-CONFAB_PORT="$(free_port)"
-echo "== starting confab serve on 127.0.0.1:$CONFAB_PORT"
-(
-    # Only our settings: drop any CONFAB_* from the caller's environment.
-    for v in $(compgen -e | grep '^CONFAB_' || true); do unset "$v"; done
-    export CONFAB_LIMITS_USER_SEND_RATE=1000000 CONFAB_LIMITS_USER_SEND_BURST=1000000 \
-        CONFAB_LIMITS_APP_SEND_RATE=1000000
-    exec "$CONFAB" serve --listen "127.0.0.1:$CONFAB_PORT" --data "$WORK/data" \
-        --app "$APP_ID:$SECRET"
-) >"$WORK/confab.out" 2>"$WORK/confab.out.err" </dev/null &
-CONFAB_PID=$!
-wait_for "$WORK/confab.out" "Press Ctrl-C" "$CONFAB_PID" "confab serve"
+# Waits (at most 30 s) until PID uses under 5 % of a core: a run's leftovers
+# (an overloaded server still writing to closed connections) must not spill into
+# the next run.
+settle() {
+    local pid=$1 a b
+    for _ in $(seq 1 60); do
+        a=$(ticks "$pid")
+        sleep 0.5
+        b=$(ticks "$pid")
+        (( b - a <= 2 )) && return 0
+    done
+    echo "   (server $pid still busy after 30 s)" >&2
+}
 
-PEER_PORT="$(free_port)"
-echo "== starting the Socket.IO peer on 127.0.0.1:$PEER_PORT"
-(cd "$PEER_DIR" && PORT="$PEER_PORT" exec node server.js) \
-    >"$WORK/peer.out" 2>"$WORK/peer.out.err" </dev/null &
-PEER_PID=$!
-wait_for "$WORK/peer.out" "listening" "$PEER_PID" "the Socket.IO peer"
+start_servers() {
+    CONFAB_PORT="$(free_port)"
+    rm -rf "$WORK/data"
+    (
+        # Only our settings: drop any CONFAB_* from the caller's environment.
+        for v in $(compgen -e | grep '^CONFAB_' || true); do unset "$v"; done
+        export "${CONFAB_ENV[@]}"
+        exec "$CONFAB" serve --listen "127.0.0.1:$CONFAB_PORT" --data "$WORK/data" \
+            --app "$APP_ID:$SECRET"
+    ) >"$WORK/confab.out" 2>"$WORK/confab.out.err" </dev/null &
+    CONFAB_PID=$!
+    wait_for "$WORK/confab.out" "Press Ctrl-C" "$CONFAB_PID" "confab serve"
+    PEER_PORT="$(free_port)"
+    (cd "$PEER_DIR" && PORT="$PEER_PORT" exec node server.js) \
+        >"$WORK/peer.out" 2>"$WORK/peer.out.err" </dev/null &
+    PEER_PID=$!
+    wait_for "$WORK/peer.out" "listening" "$PEER_PID" "the Socket.IO peer"
+    echo "== confab on 127.0.0.1:$CONFAB_PORT (pid $CONFAB_PID), Socket.IO on 127.0.0.1:$PEER_PORT (pid $PEER_PID)"
+}
 
 mkdir -p "$RESULTS"
 JSONL="$RESULTS/latest.jsonl"
 MD="$RESULTS/latest.md"
+COMMANDS="$WORK/commands"
 : >"$JSONL"
+: >"$COMMANDS"
 FAILED=0
 
-# bench TARGET SCENARIO ARGS...: one run, its JSON line appended to $JSONL.
+# bench TARGET SCENARIO ARGS...: one run, its JSON lines appended to $JSONL.
 bench() {
     local target=$1 scenario=$2
     shift 2
@@ -114,51 +159,133 @@ bench() {
         url="ws://127.0.0.1:$PEER_PORT"
         pid=$PEER_PID
     fi
-    echo "== $scenario on $target"
+    settle "$pid"
+    echo "== $scenario $* on $target ($(( $(date +%s) - STARTED )) s in)"
+    local auth=""
+    [[ $target == confab ]] && auth=" --app-id $APP_ID --secret …"
+    echo "confab bench $scenario --target $target --url $url --server-pid PID --json $*$auth" >>"$COMMANDS"
     local rc=0
     CONFAB_SECRET="$SECRET" "$CONFAB" bench "$scenario" --target "$target" --url "$url" \
-        --app-id "$APP_ID" --server-pid "$pid" --json "$@" >"$WORK/run.json" || rc=$?
+        --app-id "$APP_ID" --server-pid "$pid" --recv-threads "$RECV_THREADS" --json "$@" \
+        >"$WORK/run.json" || rc=$?
     if [[ -s "$WORK/run.json" ]]; then
         cat "$WORK/run.json" >>"$JSONL"
         cat "$WORK/run.json"
     fi
-    if [[ $rc -ne 0 ]]; then
+    # 1: the run completed but lost or duplicated deliveries (a result, e.g. of
+    # overload); anything else: the run itself failed.
+    if [[ $rc -eq 1 ]]; then
+        echo "   (deliveries lost or duplicated: see the report)" >&2
+    elif [[ $rc -ne 0 ]]; then
         echo "   (bench exited with $rc)" >&2
         FAILED=1
     fi
 }
 
-for target in confab socketio; do
-    bench "$target" fanout --members "$FANOUT_MEMBERS" --rate "$FANOUT_RATE" \
-        --duration "$FANOUT_SECS" --payload "$PAYLOAD"
-    bench "$target" peer --pairs "$PEER_PAIRS" --duration "$PEER_SECS" --payload "$PAYLOAD"
-done
+# both SCENARIO ARGS...: the run against confab, then against Socket.IO.
+both() {
+    bench confab "$@"
+    bench socketio "$@"
+}
 
-node - "$JSONL" "$MD" "$(nproc 2>/dev/null || echo '?')" <<'EOF'
+start_servers
+# Memory per idle connection first, on fresh servers.
+both connect --clients "$CLIENTS"
+both fanout --members 1000 --rate 100 --duration "$SECS" --payload 64
+both fanout --members 1000 --rate 1000 --duration "$SECS" --payload 64 --drain-max 15
+both fanout --members 1000 --rate 100 --duration "$SECS" --payload 1024
+both fanout --members "$BIG_MEMBERS" --rate 10 --duration "$SECS" --payload 64 --drain-max 20
+both sweep --members 1000 --rates "$SWEEP_RATES" --duration "$SECS" --payload 64 \
+    --p99-bound-ms "$SWEEP_BOUND_MS" --drain-max 10
+both peer --pairs "$PEER_PAIRS" --duration "$SECS" --payload 64
+
+ELAPSED=$(( $(date +%s) - STARTED ))
+CPU_MODEL="$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ *//')"
+MEM_GIB="$(awk '/MemTotal/ {printf "%.0f", $2 / 1048576}' /proc/meminfo 2>/dev/null)"
+REV="$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')"
+if [[ -n "$(cd "$ROOT" && git status --porcelain 2>/dev/null | head -1)" ]]; then REV="$REV+changes"; fi
+MACHINE="$(nproc) CPUs ($CPU_MODEL), ${MEM_GIB} GiB, $(uname -sr), node $(node --version)"
+
+node - "$JSONL" "$MD" "$MACHINE" "$REV" "$COMMANDS" "$NOTE" "${CONFAB_ENV[*]}" <<'EOF'
 const fs = require("fs");
-const [jsonl, md, cpus] = process.argv.slice(2);
+const [jsonl, md, machine, rev, commandsFile, note, confabEnv] = process.argv.slice(2);
 const rows = fs.readFileSync(jsonl, "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l));
 const num = (v, d = 0) => (v === null || v === undefined ? "-" : Number(v).toLocaleString("en-US", { maximumFractionDigits: d, minimumFractionDigits: d }));
-const ms = (v) => (v === null || v === undefined ? "-" : Number(v).toFixed(2));
-const what = (r) => r.scenario === "fanout"
-  ? `fanout ${r.members} × ${r.rate} msg/s × ${r.duration} s, ${r.payload} B`
-  : `peer ${r.pairs} pairs × ${r.duration} s, window ${r.window}, ${r.payload} B`;
-let out = `# confab vs Socket.IO (${new Date().toISOString()})\n\n`;
-out += `Same machine (${cpus} CPUs), loopback, one \`confab bench\` load generator for both. `;
-out += "Latency is send → delivery, in ms. Server CPU and RSS are over the measured window (RSS at its end).\n\n";
-out += "| scenario | target | deliveries/s | p50 ms | p99 ms | p999 ms | lost | server CPU s | deliveries / server CPU s | RSS MB |\n";
-out += "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n";
-for (const r of rows) {
-  out += `| ${what(r)} | ${r.target} | ${num(r.deliveries_per_s)} | ${ms(r.p50_ms)} | ${ms(r.p99_ms)} | ${ms(r.p999_ms)} | ${r.lost} | ${num(r.server_cpu_s, 2)} | ${num(r.deliveries_per_server_cpu_s)} | ${r.server_rss_kb == null ? "-" : (r.server_rss_kb / 1024).toFixed(1)} |\n`;
+const ms = (v) => (v === null || v === undefined ? "-" : Number(v) >= 100 ? Number(v).toFixed(0) : Number(v).toFixed(2));
+const k = (n) => (n >= 1000 && n % 1000 === 0 ? `${n / 1000}k` : `${n}`);
+const name = (t) => (t === "socketio" ? "Socket.IO" : t);
+const find = (pred) => ({ confab: rows.find((r) => r.target === "confab" && pred(r)), socketio: rows.find((r) => r.target === "socketio" && pred(r)) });
+
+let out = `# confab beside Socket.IO — ${new Date().toISOString().slice(0, 16).replace("T", " ")} UTC\n\n`;
+out += `Machine: ${machine}. Both servers and the one \`confab bench\` load generator share it, on loopback. `;
+out += `confab ${rev}; Socket.IO 4.8.1 (the reference peer, one Node process). Latency is send → delivery in ms; `;
+out += "server CPU and RSS are the server process's over the measured window (`/proc`), and so is the load generator's own CPU (`bench_cpu_s`).\n\n";
+if (note) out += `Note: ${note}.\n\n`;
+
+out += "## Goals of issue 7\n\n| goal | confab | Socket.IO |\n|---|---:|---:|\n";
+const f1 = find((r) => r.scenario === "fanout" && r.members === 1000 && r.rate === 1000 && r.payload === 64);
+const f2 = find((r) => r.scenario === "fanout" && r.members === 1000 && r.rate === 100 && r.payload === 64);
+const f3 = find((r) => r.scenario === "fanout" && r.members >= 5000 && r.rate === 10);
+const c = find((r) => r.scenario === "connect");
+const p = find((r) => r.scenario === "peer");
+const cell = (r, get, fmt) => (r ? fmt(get(r)) : "-");
+const goal = (label, set, get, fmt) => { out += `| ${label} | ${cell(set.confab, get, fmt)} | ${cell(set.socketio, get, fmt)} |\n`; };
+goal("fan-out 1k × 1000 msg/s: deliveries per server CPU-second ≥ 1,500,000 (Socket.IO ≈ 100,000)", f1, (r) => r.deliveries_per_server_cpu_s, (v) => num(v));
+goal("fan-out 1k × 100 msg/s: p99 ≤ 5 ms (Socket.IO 63 ms)", f2, (r) => r.p99_ms, (v) => `${ms(v)} ms`);
+goal(`fan-out ${k(f3.confab ? f3.confab.members : 10000)} × 10 msg/s: p99 ≤ 20 ms (Socket.IO 2,200 ms)`, f3, (r) => r.p99_ms, (v) => `${ms(v)} ms`);
+goal("server memory per idle logged-in connection ≤ 4 KiB (Socket.IO ≈ 15 KiB)", c, (r) => r.server_rss_per_connection_kb, (v) => `${num(v, 1)} KiB`);
+goal("durable peer messages acknowledged/s ≥ 50,000", p, (r) => r.acked_per_s, (v) => num(v));
+goal("… with p99 ack ≤ 10 ms", p, (r) => r.ack_p99_ms, (v) => `${ms(v)} ms`);
+
+out += "\n## Fan-out\n\n| members × msg/s, body | target | deliveries/s | p50 | p99 | p999 | max | lost | server CPU s | deliveries / server CPU s | server RSS MiB | generator CPU s |\n";
+out += "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+const mib = (kb) => (kb === null || kb === undefined ? "-" : (kb / 1024).toFixed(0));
+for (const r of rows.filter((r) => r.scenario === "fanout")) {
+  out += `| ${k(r.members)} × ${r.rate}, ${r.payload} B | ${name(r.target)} | ${num(r.deliveries_per_s)} | ${ms(r.p50_ms)} | ${ms(r.p99_ms)} | ${ms(r.p999_ms)} | ${ms(r.max_ms)} | ${num(r.lost)} | ${num(r.server_cpu_s, 2)} | ${num(r.deliveries_per_server_cpu_s)} | ${mib(r.server_rss_kb)} | ${num(r.bench_cpu_s, 2)} |\n`;
 }
-out += "\nFull reports: `latest.jsonl` (one JSON object per run).\n";
+
+out += `\n## Sweep (1k members, ${rows.find((r) => r.scenario === "sweep")?.duration ?? "?"} s per rate, until p99 > ${rows.find((r) => r.scenario === "sweep")?.p99_bound_ms ?? "?"} ms or loss)\n\n`;
+out += "| target | msg/s | deliveries/s | p50 | p99 | p999 | lost | deliveries / server CPU s | within bound |\n|---|---:|---:|---:|---:|---:|---:|---:|---|\n";
+for (const r of rows.filter((r) => r.scenario === "sweep" && r.step)) {
+  out += `| ${name(r.target)} | ${num(r.rate)} | ${num(r.deliveries_per_s)} | ${ms(r.p50_ms)} | ${ms(r.p99_ms)} | ${ms(r.p999_ms)} | ${num(r.lost)} | ${num(r.deliveries_per_server_cpu_s)} | ${r.within_bound ? "yes" : "no"} |\n`;
+}
+out += "\n";
+for (const r of rows.filter((r) => r.scenario === "sweep" && r.summary)) {
+  out += r.saturation_rate === null
+    ? `- ${name(r.target)}: no rate met the bound (${r.stopped_because}).\n`
+    : `- ${name(r.target)}: saturation at ${num(r.saturation_rate)} msg/s = ${num(r.saturation_deliveries_per_s)} deliveries/s (p99 ${ms(r.saturation_p99_ms)} ms)${r.stopped_because ? `; stopped at ${num(r.stopped_at_rate)} msg/s: ${r.stopped_because}` : ""}.\n`;
+}
+
+out += "\n## Peer (durable on confab: acknowledged after the SQLite commit; Socket.IO stores nothing)\n\n";
+out += "| pairs × window | target | acked/s | ack p50 | ack p99 | ack p999 | delivery p99 | lost | server CPU s | server RSS MiB |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+for (const r of rows.filter((r) => r.scenario === "peer")) {
+  out += `| ${r.pairs} × ${r.window} | ${name(r.target)} | ${num(r.acked_per_s)} | ${ms(r.ack_p50_ms)} | ${ms(r.ack_p99_ms)} | ${ms(r.ack_p999_ms)} | ${ms(r.p99_ms)} | ${num(r.lost)} | ${num(r.server_cpu_s, 2)} | ${mib(r.server_rss_kb)} |\n`;
+}
+
+out += "\n## Connect (logins, then 3 s idle)\n\n| clients | target | logins/s | login p50 | login p99 | failed | server RSS per idle connection |\n|---:|---|---:|---:|---:|---:|---:|\n";
+for (const r of rows.filter((r) => r.scenario === "connect")) {
+  out += `| ${num(r.clients)} | ${name(r.target)} | ${num(r.logins_per_s)} | ${ms(r.p50_ms)} | ${ms(r.p99_ms)} | ${num(r.failed)} | ${num(r.server_rss_per_connection_kb, 1)} KiB |\n`;
+}
+
+out += "\n## Configuration and commands\n\n";
+out += `- confab: \`confab serve --listen 127.0.0.1:PORT --data TMPDIR --app ${"APP:SECRET"}\` with ${confabEnv.split(" ").map((e) => `\`${e}\``).join(", ")} (rate limits raised for benchmarking; everything else default: SQLite store, local broker).\n`;
+out += "- Socket.IO: `PORT=PORT node server.js` of shared/peers/socketio (websocket transport only, no per-message deflate).\n";
+out += "- Each run waits until the server it drives is idle (< 5 % of a core) before it starts.\n\n```sh\n";
+out += fs.readFileSync(commandsFile, "utf8");
+out += "```\n\nFull reports: `latest.jsonl`; chart: `latest.svg`.\n";
 fs.writeFileSync(md, out);
 process.stdout.write("\n" + out);
 EOF
 
+echo "== chart"
+"$CONFAB" bench chart --input "$JSONL" --output "$RESULTS/latest.svg" --png \
+    --subtitle "$(date -u +%Y-%m-%d), $(nproc) CPUs, loopback; confab $REV, Socket.IO 4.8.1"
+
 echo
 echo "results: $JSONL"
 echo "         $MD"
+echo "         $RESULTS/latest.svg"
+echo "took $ELAPSED s in all, $(( ELAPSED - (BUILT - STARTED) )) s after the build"
 if [[ $FAILED -ne 0 ]]; then
     echo "compare.sh: at least one bench run reported a failure (see above)" >&2
     exit 1

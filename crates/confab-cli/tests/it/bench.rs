@@ -36,6 +36,39 @@ async fn bench(server: &ServerProc, args: &[&str]) -> Value {
     serde_json::from_str(lines[0]).expect("bench prints JSON")
 }
 
+/// Like [`bench`] for a run that prints several JSON lines (sweep).
+async fn bench_lines(server: &ServerProc, args: &[&str]) -> Vec<Value> {
+    let app = APP.to_string();
+    let url = server.url();
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_confab"));
+    cmd.arg("bench")
+        .args(args)
+        .args([
+            "--url", &url, "--app-id", &app, "--secret", SECRET, "--json",
+        ])
+        .env_remove("CONFAB_SECRET")
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(25), cmd.output())
+        .await
+        .expect("bench finishes within 25 s")
+        .expect("run confab bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "bench {args:?} failed: {}\nstdout: {stdout}\nstderr: {stderr}",
+        out.status
+    );
+    assert!(
+        stderr.contains("sweep step"),
+        "progress on stderr: {stderr}"
+    );
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("bench prints JSON lines"))
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn bench_scenarios_report_consistent_numbers() {
     let started = Instant::now();
@@ -94,6 +127,44 @@ async fn bench_scenarios_report_consistent_numbers() {
     assert_eq!(peer["lost"], 0, "{peer}");
     assert_eq!(peer["duplicated"], 0, "{peer}");
 
+    // Two steps well within a generous bound: both count, the second is the
+    // saturation point.
+    let sweep = bench_lines(
+        &server,
+        &[
+            "sweep",
+            "--members",
+            "5",
+            "--rates",
+            "20,40",
+            "--duration",
+            "1",
+            "--p99-bound-ms",
+            "5000",
+        ],
+    )
+    .await;
+    assert_eq!(sweep.len(), 3, "two steps and a summary: {sweep:?}");
+    for (i, (step, rate)) in sweep[..2].iter().zip([20, 40]).enumerate() {
+        assert_eq!(step["scenario"], "sweep", "{step}");
+        assert_eq!(step["step"], i + 1, "{step}");
+        assert_eq!(step["rate"], rate, "{step}");
+        assert_eq!(step["messages_acked"], rate, "{step}");
+        assert_eq!(step["deliveries"], 5 * rate, "{step}");
+        assert_eq!(step["lost"], 0, "{step}");
+        assert_eq!(step["within_bound"], true, "{step}");
+        assert!(step["p99_ms"].as_f64().is_some(), "{step}");
+    }
+    let summary = &sweep[2];
+    assert_eq!(summary["summary"], true, "{summary}");
+    assert_eq!(summary["steps"], 2, "{summary}");
+    assert_eq!(summary["saturation_rate"], 40, "{summary}");
+    assert_eq!(
+        summary["saturation_deliveries_per_s"], sweep[1]["deliveries_per_s"],
+        "{summary}"
+    );
+    assert!(summary["stopped_because"].is_null(), "{summary}");
+
     let connect = bench(&server, &["connect", "--clients", "50"]).await;
     assert_eq!(connect["scenario"], "connect", "{connect}");
     assert_eq!(connect["logged_in"], 50, "{connect}");
@@ -101,7 +172,7 @@ async fn bench_scenarios_report_consistent_numbers() {
     assert!(connect["logins_per_s"].as_f64().unwrap() > 0.0, "{connect}");
 
     assert!(
-        started.elapsed() < Duration::from_secs(30),
+        started.elapsed() < Duration::from_secs(40),
         "took {:?}",
         started.elapsed()
     );
@@ -187,6 +258,18 @@ async fn bench_socketio_target() {
             "2",
         ][..],
         &["peer", "--pairs", "4", "--duration", "2"][..],
+        &[
+            "sweep",
+            "--members",
+            "5",
+            "--rates",
+            "20,40",
+            "--duration",
+            "1",
+            "--p99-bound-ms",
+            "5000",
+        ][..],
+        &["connect", "--clients", "20"][..],
     ] {
         let out = tokio::time::timeout(Duration::from_secs(25), run(args).output())
             .await
@@ -199,17 +282,33 @@ async fn bench_socketio_target() {
             out.status,
             String::from_utf8_lossy(&out.stderr)
         );
-        let r: Value = serde_json::from_str(stdout.trim()).expect("bench prints JSON");
+        let lines: Vec<Value> = stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("bench prints JSON lines"))
+            .collect();
+        let r = &lines[0];
         assert_eq!(r["target"], "socketio", "{r}");
         assert_eq!(r["lost"], 0, "{r}");
         assert_eq!(r["duplicated"], 0, "{r}");
         assert!(r["server_cpu_s"].as_f64().is_some(), "{r}");
-        if args[0] == "fanout" {
-            assert_eq!(r["messages_acked"], 100, "{r}");
-            assert_eq!(r["deliveries"], 20 * 100, "{r}");
-        } else {
-            assert!(r["acked"].as_u64().unwrap() > 0, "{r}");
-            assert_eq!(r["deliveries"], r["acked"], "{r}");
+        match args[0] {
+            "fanout" => {
+                assert_eq!(r["messages_acked"], 100, "{r}");
+                assert_eq!(r["deliveries"], 20 * 100, "{r}");
+            }
+            "peer" => {
+                assert!(r["acked"].as_u64().unwrap() > 0, "{r}");
+                assert_eq!(r["deliveries"], r["acked"], "{r}");
+            }
+            "sweep" => {
+                assert_eq!(lines.len(), 3, "{lines:?}");
+                assert_eq!(lines[1]["deliveries"], 5 * 40, "{lines:?}");
+                assert_eq!(lines[2]["saturation_rate"], 40, "{lines:?}");
+            }
+            _ => {
+                assert_eq!(r["logged_in"], 20, "{r}");
+                assert!(r["server_rss_per_connection_kb"].as_f64().is_some(), "{r}");
+            }
         }
     }
 }
