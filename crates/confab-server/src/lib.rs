@@ -188,6 +188,12 @@ impl Server {
         let room_tasks = rooms::spawn_room_tasks(shared.clone());
         let app = http::router(shared.clone()).merge(web::router(dev_tokens));
         let tx = shutdown_tx.clone();
+        // Pushes are small and latency-bound: send each at once instead of holding
+        // it for the previous segment's ACK (Nagle), which loopback hides but a
+        // real network does not.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let result = axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 shutdown.await;
