@@ -16,7 +16,8 @@ use clap::{Parser, Subcommand};
 
 /// confab — a self-hosted in-app chat server (ZIM 1.x compatible), and its tools.
 ///
-/// Start here: `confab serve` runs a server with a development app,
+/// Start here: `confab serve` runs a server with a development app and a demo chat
+/// page (open the printed URL in two browser windows),
 /// `confab token generate` makes a login token for it,
 /// `confab errors` lists every error code the server and SDKs return.
 #[derive(Debug, Parser)]
@@ -33,10 +34,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the chat server (WebSocket at ws://HOST:PORT/ws).
+    /// Run the chat server (WebSocket at ws://HOST:PORT/ws, demo page at /, web SDK
+    /// at /sdk/zim.js).
     ///
     /// With no arguments: listens on 127.0.0.1:8080, keeps data in ./confab-data
-    /// (SQLite), and creates a development app whose AppID and ServerSecret it prints.
+    /// (SQLite), and creates a development app whose AppID and ServerSecret it prints;
+    /// the demo page gets tokens for that app (only) from the server.
     /// Settings come from defaults, then --config FILE, then CONFAB_* variables,
     /// then these flags.
     Serve(serve_cmd::ServeArgs),
