@@ -86,6 +86,7 @@ pub(crate) async fn run(shared: Arc<Shared>, socket: WebSocket) {
         rooms: BTreeSet::new(),
         pending_end: None,
         login_ms: 0,
+        appends: Appends::default(),
     };
     let mut stream = stream;
     let ending = session.serve(&mut stream).await;
@@ -125,6 +126,43 @@ struct Session {
     pending_end: Ending,
     /// When this session logged in (ms): a kick only removes older sessions.
     login_ms: i64,
+    /// Stored peer sends in flight, oldest first: with a store that applies
+    /// appends in call order, a session starts the next append before the last
+    /// one commits, and answers them in order as they complete.
+    appends: Appends,
+}
+
+/// The appends in flight. Only ever used through `&mut`, so the session stays
+/// `Sync` (it is shared by reference across awaits) whatever the futures are.
+#[derive(Default)]
+struct Appends(std::sync::Mutex<VecDeque<AppendFuture>>);
+
+impl Appends {
+    fn get(&mut self) -> &mut VecDeque<AppendFuture> {
+        self.0
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Most stored peer sends a session keeps in flight.
+const MAX_APPENDS_IN_FLIGHT: usize = 64;
+
+/// A stored peer send whose append finished.
+struct PeerDone {
+    id: u64,
+    to_user_id: String,
+    result: Result<confab_store::Appended, confab_store::StoreError>,
+}
+
+type AppendFuture = std::pin::Pin<Box<dyn std::future::Future<Output = PeerDone> + Send>>;
+
+/// The oldest append in flight (never resolves when there is none).
+async fn next_append(appends: &mut VecDeque<AppendFuture>) -> PeerDone {
+    match appends.front_mut() {
+        Some(f) => f.as_mut().await,
+        None => std::future::pending().await,
+    }
 }
 
 fn slow() -> Ending {
@@ -204,6 +242,7 @@ impl Session {
                 .token_deadlines()
                 .unwrap_or((login_deadline, login_deadline));
             let warned = self.login.as_ref().is_some_and(|l| l.warned);
+            let has_appends = !self.appends.get().is_empty();
             tokio::select! {
                 biased;
                 Some(event) = self.events_rx.recv() => {
@@ -253,6 +292,12 @@ impl Session {
                                 "binary frames are not part of the protocol; send JSON text frames".into()));
                         }
                         Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                    }
+                }
+                done = next_append(self.appends.get()), if has_appends => {
+                    self.appends.get().pop_front();
+                    if let Some(end) = Box::pin(self.finish_peer(done)).await {
+                        return Some(end);
                     }
                 }
                 _ = ping.tick() => {
@@ -318,6 +363,14 @@ impl Session {
             }
         };
         let id = frame.id;
+        let stored_send =
+            matches!(&frame.request, Request::SendPeerMessage(r) if r.kind.is_stored());
+        if !stored_send {
+            // Everything else sees the stored sends before it answered first.
+            if let Some(end) = self.drain_appends().await {
+                return Some(end);
+            }
+        }
         match (self.login.is_some(), frame.request) {
             (false, Request::Login(req)) => self.login(id, req).await,
             (false, other) => self.error(
@@ -709,6 +762,78 @@ impl Session {
         Ok(())
     }
 
+    /// Answers a stored peer send whose append finished, and publishes it to the
+    /// receiver.
+    async fn finish_peer(&mut self, done: PeerDone) -> Ending {
+        let PeerDone {
+            id,
+            to_user_id,
+            result,
+        } = done;
+        let appended = match result {
+            Ok(appended) => appended,
+            Err(e) => {
+                let app = self.login.as_ref().map_or(0, |l| l.app.id);
+                tracing::error!(app, error = %e, "storing a peer message failed");
+                return self.error(
+                    id,
+                    ErrorCode::MessageInternalError,
+                    "the message could not be stored; retry with the same localMessageID",
+                );
+            }
+        };
+        let m = appended.message;
+        let reply = SendMessageReply {
+            message_id: m.message_id,
+            local_message_id: m.local_message_id,
+            timestamp: m.timestamp_ms,
+            conversation_seq: m.conversation_seq,
+        };
+        if !appended.duplicate {
+            Metrics::inc(&self.shared.metrics.messages_stored_total);
+            let topic = user_topic(m.app_id, &to_user_id);
+            let inbox_seq = m.inbox_seq;
+            let push = Push::ReceivePeerMessage(ReceivePeerMessage {
+                from_user_id: m.sender.clone(),
+                message_list: vec![wire_peer(m)],
+            });
+            let envelope = Envelope::Stored {
+                inbox_seq,
+                frame: Bytes::from(encode_push(&push)),
+            };
+            if let Err(e) = self.shared.broker.publish(&topic, envelope.encode()).await {
+                // Stored, so the receiver still gets it at its next catch-up.
+                tracing::warn!(error = %e, "live delivery of a stored message failed");
+            }
+        }
+        self.reply(&Reply::ok(id, &reply))
+    }
+
+    /// Answers with an error after the stored sends in flight, so replies keep
+    /// the order of the requests.
+    async fn error_after_appends(
+        &mut self,
+        id: u64,
+        code: ErrorCode,
+        message: impl Into<String>,
+    ) -> Ending {
+        if let Some(end) = self.drain_appends().await {
+            return Some(end);
+        }
+        self.error(id, code, message)
+    }
+
+    /// Finishes every stored peer send in flight, in order.
+    async fn drain_appends(&mut self) -> Ending {
+        while let Some(mut append) = self.appends.get().pop_front() {
+            let done = append.as_mut().await;
+            if let Some(end) = self.finish_peer(done).await {
+                return Some(end);
+            }
+        }
+        None
+    }
+
     async fn send_peer(&mut self, id: u64, req: SendPeerMessageRequest) -> Ending {
         let login = self.login.as_ref()?;
         let app = login.app.clone();
@@ -716,7 +841,9 @@ impl Session {
         if let Err(msg) = validate::user_id("toUserID", &req.to_user_id)
             .and_then(|()| validate::body(req.kind, &req.message, false, &app.limits))
         {
-            return self.error(id, ErrorCode::ParamInvalid, msg);
+            return self
+                .error_after_appends(id, ErrorCode::ParamInvalid, msg)
+                .await;
         }
         if req.kind == MessageType::Command {
             if let Some(first) = self.live_duplicate(req.local_message_id) {
@@ -724,60 +851,62 @@ impl Session {
             }
         }
         if let Err(msg) = self.check_rate(&app, &sender).await {
-            return self.error(id, ErrorCode::ServerRateLimit, msg);
+            return self
+                .error_after_appends(id, ErrorCode::ServerRateLimit, msg)
+                .await;
         }
         let now_ms = self.shared.clock.now_ms();
         let topic = user_topic(app.id, &req.to_user_id);
         if req.kind.is_stored() {
-            let appended = match self
-                .shared
-                .store
-                .append_peer(NewPeerMessage {
-                    app_id: app.id,
-                    sender: sender.clone(),
-                    receiver: req.to_user_id.clone(),
-                    kind: req.kind.code(),
-                    body: req.message,
-                    local_message_id: req.local_message_id,
-                    timestamp_ms: now_ms,
-                    priority: req.priority.code(),
-                })
-                .await
-            {
-                Ok(appended) => appended,
-                Err(e) => {
-                    tracing::error!(app = app.id, error = %e, "storing a peer message failed");
-                    return self.error(
+            let msg = NewPeerMessage {
+                app_id: app.id,
+                sender: sender.clone(),
+                receiver: req.to_user_id.clone(),
+                kind: req.kind.code(),
+                body: req.message,
+                local_message_id: req.local_message_id,
+                timestamp_ms: now_ms,
+                priority: req.priority.code(),
+            };
+            let to_user_id = req.to_user_id;
+            if !self.shared.store.appends_in_call_order() {
+                let result = self.shared.store.append_peer(msg).await;
+                return self
+                    .finish_peer(PeerDone {
                         id,
-                        ErrorCode::MessageInternalError,
-                        "the message could not be stored; retry with the same localMessageID",
-                    );
-                }
-            };
-            let m = appended.message;
-            let reply = SendMessageReply {
-                message_id: m.message_id,
-                local_message_id: m.local_message_id,
-                timestamp: m.timestamp_ms,
-                conversation_seq: m.conversation_seq,
-            };
-            if !appended.duplicate {
-                Metrics::inc(&self.shared.metrics.messages_stored_total);
-                let inbox_seq = m.inbox_seq;
-                let push = Push::ReceivePeerMessage(ReceivePeerMessage {
-                    from_user_id: m.sender.clone(),
-                    message_list: vec![wire_peer(m)],
-                });
-                let envelope = Envelope::Stored {
-                    inbox_seq,
-                    frame: Bytes::from(encode_push(&push)),
-                };
-                if let Err(e) = self.shared.broker.publish(&topic, envelope.encode()).await {
-                    // Stored, so the receiver still gets it at its next catch-up.
-                    tracing::warn!(error = %e, "live delivery of a stored message failed");
+                        to_user_id,
+                        result,
+                    })
+                    .await;
+            }
+            if self.appends.get().len() >= MAX_APPENDS_IN_FLIGHT {
+                if let Some(mut oldest) = self.appends.get().pop_front() {
+                    let done = oldest.as_mut().await;
+                    if let Some(end) = self.finish_peer(done).await {
+                        return Some(end);
+                    }
                 }
             }
-            return self.reply(&Reply::ok(id, &reply));
+            let store = self.shared.store.clone();
+            let mut append: AppendFuture = Box::pin(async move {
+                let result = store.append_peer(msg).await;
+                PeerDone {
+                    id,
+                    to_user_id,
+                    result,
+                }
+            });
+            // Poll once now: the store queues the append in request order.
+            let first =
+                std::future::poll_fn(|cx| std::task::Poll::Ready(append.as_mut().poll(cx))).await;
+            match first {
+                std::task::Poll::Ready(done) => self
+                    .appends
+                    .get()
+                    .push_back(Box::pin(std::future::ready(done))),
+                std::task::Poll::Pending => self.appends.get().push_back(append),
+            }
+            return None;
         }
 
         // Command: not stored, delivered live to an online receiver.
@@ -829,6 +958,9 @@ impl Session {
     /// Tells the client why (when the server ends the session), closes, and leaves
     /// the hub and the broker topic.
     async fn finish(&mut self, ending: Ending) {
+        // Appends in flight are stored whatever happens: publish them to their
+        // receivers (the replies go out if the connection still can).
+        let _ = self.drain_appends().await;
         let reason = ending.as_ref().map(|(r, _)| *r);
         self.release_rooms(
             reason == Some(DisconnectReason::Logout),

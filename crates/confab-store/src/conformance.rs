@@ -58,6 +58,7 @@ where
     check!(purge_leaves_a_visible_gap_and_never_reuses_positions);
     check!(owned concurrent_appends_get_distinct_ordered_seqs);
     check!(owned concurrent_retries_store_once);
+    check!(pipelined_appends_keep_call_order);
     // Rooms and history.
     check!(room_create_exists_and_limits);
     check!(room_join_and_leave);
@@ -75,6 +76,41 @@ where
     check!(owned concurrent_creates_of_one_room_make_one);
     check!(owned concurrent_room_limits_hold);
     check!(owned concurrent_room_appends_get_distinct_seqs);
+}
+
+/// A store that claims [`Store::appends_in_call_order`] assigns seqs in the
+/// order the appends were first polled, even when they are awaited later.
+///
+/// # Panics
+/// When the order differs.
+pub async fn pipelined_appends_keep_call_order<S: Store>(store: &S) {
+    if !store.appends_in_call_order() {
+        return;
+    }
+    let mut pending = Vec::new();
+    for i in 0..50u64 {
+        let mut fut = store.append_peer(text("alice", "bob", 1000 + i, 7_000));
+        // Poll once (queues it), keep it for later.
+        let first = std::future::poll_fn(|cx| std::task::Poll::Ready(fut.as_mut().poll(cx))).await;
+        pending.push((i, first, fut));
+    }
+    let mut seqs = Vec::new();
+    for (i, first, fut) in pending {
+        let appended = match first {
+            std::task::Poll::Ready(r) => r,
+            std::task::Poll::Pending => fut.await,
+        }
+        .expect("append");
+        assert_eq!(appended.message.local_message_id, 1000 + i);
+        seqs.push(appended.message.inbox_seq);
+    }
+    let mut sorted = seqs.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(
+        seqs, sorted,
+        "seqs follow the order of the first polls: {seqs:?}"
+    );
 }
 
 /// Names the running check in the output if it panics.

@@ -169,6 +169,16 @@ pub trait Store: Send + Sync + 'static {
     /// receiver's inbox seq. See the trait's contract for idempotency.
     async fn append_peer(&self, msg: NewPeerMessage) -> Result<Appended, StoreError>;
 
+    /// Whether appends are applied in the order their futures were first polled.
+    ///
+    /// When `true`, a caller may start several [`Store::append_peer`] calls, poll
+    /// each once in turn and await them later: the store assigns seqs in that
+    /// order (a session pipelines one sender's messages this way). When `false`
+    /// (the default), only appends awaited one after another are ordered.
+    fn appends_in_call_order(&self) -> bool {
+        false
+    }
+
     /// The receiver's inbox after position `after` (exclusive), at most `limit`
     /// messages, ascending.
     async fn inbox_after(

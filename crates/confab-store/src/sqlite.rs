@@ -410,9 +410,16 @@ impl SqliteStore {
             result: None,
             reply,
         });
-        sender.send(job).await.map_err(|_| {
-            StoreError::Unavailable(format!("{what}: the store writer has stopped"))
-        })?;
+        // Unconstrained: tokio's cooperative budget must not turn the first poll
+        // into a Pending that has not queued the job, or a later call could
+        // overtake this one (`Store::appends_in_call_order`). The first poll
+        // either queues the job or takes its place in the channel's FIFO of
+        // waiting senders.
+        tokio::task::unconstrained(sender.send(job))
+            .await
+            .map_err(|_| {
+                StoreError::Unavailable(format!("{what}: the store writer has stopped"))
+            })?;
         drop(sender);
         answer.await.map_err(|_| {
             StoreError::Unavailable(format!("{what}: the store writer stopped before answering"))
@@ -520,6 +527,13 @@ impl Store for SqliteStore {
         check_app(msg.app_id)?;
         self.write("append peer message", move |conn| append_peer(conn, msg))
             .await
+    }
+
+    /// The first poll of an append queues it on the writer's FIFO channel (tokio's
+    /// bounded channel also serves waiting senders in order), and the writer
+    /// applies its queue in order.
+    fn appends_in_call_order(&self) -> bool {
+        true
     }
 
     async fn inbox_after(

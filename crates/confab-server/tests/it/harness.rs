@@ -457,6 +457,21 @@ impl Client {
         }
     }
 
+    /// The next reply in arrival order (pushes are kept for later).
+    pub(crate) async fn next_reply(&mut self) -> Value {
+        if let Some(r) = self.replies.pop_front() {
+            return r;
+        }
+        loop {
+            let v = self.read(WAIT).await.expect("a reply");
+            if v.get("push").is_some() {
+                self.pushes.push_back(v);
+            } else {
+                return v;
+            }
+        }
+    }
+
     pub(crate) async fn request(&mut self, op: &str, data: Value) -> Value {
         let id = self.send(op, data).await;
         self.reply_to(id).await

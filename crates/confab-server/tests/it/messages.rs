@@ -381,3 +381,63 @@ async fn a_backlog_larger_than_the_outbound_queue_is_delivered() {
     assert_eq!(bob.push("syncComplete").await["data"]["inboxSeq"], 60);
     assert_eq!(server.metric("confab_slow_disconnects_total").await, 0);
 }
+
+#[tokio::test]
+async fn pipelined_sends_are_answered_and_delivered_in_request_order() {
+    let server = TestServer::start_with(
+        |c| {
+            c.limits.user_send_rate = 10_000;
+            c.limits.user_send_burst = 10_000;
+        },
+        Default::default(),
+    )
+    .await;
+    let mut bob = server.login("bob").await;
+    let mut alice = server.login("alice").await;
+    // 200 stored sends without waiting for any reply, then a ping.
+    let mut ids = Vec::new();
+    for i in 0..200u64 {
+        let data = json!({"toUserID": "bob", "type": 1, "message": format!("m{i}"), "localMessageID": i + 1});
+        ids.push(alice.send("sendPeerMessage", data).await);
+    }
+    let ping = alice.send("ping", json!({})).await;
+    for (i, id) in ids.iter().enumerate() {
+        let r = alice.next_reply().await;
+        assert_eq!(r["id"], *id, "replies come in request order: {r}");
+        assert_eq!(r["code"], 0, "{r}");
+        assert_eq!(r["data"]["conversationSeq"], i as u64 + 1, "{r}");
+    }
+    let r = alice.next_reply().await;
+    assert_eq!(
+        r["id"], ping,
+        "a later request is answered after the sends: {r}"
+    );
+    let got = bob.peer_messages(200).await;
+    for (i, m) in got.iter().enumerate() {
+        assert_eq!(m["message"], format!("m{i}"), "{m}");
+        assert_eq!(m["inboxSeq"], i as u64 + 1, "{m}");
+    }
+}
+
+#[tokio::test]
+async fn a_refused_send_is_answered_after_the_sends_before_it() {
+    let server = TestServer::start().await;
+    let mut alice = server.login("alice").await;
+    let mut ids = Vec::new();
+    for i in 0..60u64 {
+        let data = json!({"toUserID": "bob", "type": 1, "message": "hi", "localMessageID": i + 1});
+        ids.push(alice.send("sendPeerMessage", data).await);
+    }
+    let mut refused = 0;
+    for id in ids {
+        let r = alice.next_reply().await;
+        assert_eq!(r["id"], id, "replies come in request order: {r}");
+        if r["code"] == 6000003 {
+            refused += 1;
+        }
+    }
+    assert!(
+        refused > 0,
+        "the default burst (40) refuses some of 60 sends"
+    );
+}
