@@ -88,7 +88,14 @@ pub async fn pipelined_appends_keep_call_order<S: Store>(store: &S) {
         return;
     }
     let mut pending = Vec::new();
-    for i in 0..50u64 {
+    // 300 first polls in one go exhaust tokio's cooperative budget (128 per
+    // poll of a task); the yield then gives the last ones a fresh budget. An
+    // append whose first poll was refused by the budget without queuing it
+    // would be overtaken by the later ones.
+    for i in 0..300u64 {
+        if i == 250 {
+            tokio::task::yield_now().await;
+        }
         let mut fut = store.append_peer(text("alice", "bob", 1000 + i, 7_000));
         // Poll once (queues it), keep it for later.
         let first = std::future::poll_fn(|cx| std::task::Poll::Ready(fut.as_mut().poll(cx))).await;
