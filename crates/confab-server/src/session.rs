@@ -958,9 +958,13 @@ impl Session {
     /// Tells the client why (when the server ends the session), closes, and leaves
     /// the hub and the broker topic.
     async fn finish(&mut self, ending: Ending) {
-        // Appends in flight are stored whatever happens: publish them to their
-        // receivers (the replies go out if the connection still can).
-        let _ = self.drain_appends().await;
+        // Appends in flight are stored whatever happens: publish every one to its
+        // receiver (`finish_peer` publishes before it replies; the replies go out
+        // if the connection still can).
+        while let Some(mut append) = self.appends.get().pop_front() {
+            let done = append.as_mut().await;
+            let _ = self.finish_peer(done).await;
+        }
         let reason = ending.as_ref().map(|(r, _)| *r);
         self.release_rooms(
             reason == Some(DisconnectReason::Logout),

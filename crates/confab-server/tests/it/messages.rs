@@ -441,3 +441,55 @@ async fn a_refused_send_is_answered_after_the_sends_before_it() {
         "the default burst (40) refuses some of 60 sends"
     );
 }
+
+#[tokio::test]
+async fn a_sender_that_leaves_mid_pipeline_still_delivers_what_was_stored() {
+    let server = TestServer::start_with(
+        |c| {
+            c.limits.user_send_rate = 10_000;
+            c.limits.user_send_burst = 10_000;
+        },
+        Default::default(),
+    )
+    .await;
+    let mut bob = server.login("bob").await;
+    let mut alice = server.login("alice").await;
+    for i in 0..80u64 {
+        let data = json!({"toUserID": "bob", "type": 1, "message": format!("m{i}"), "localMessageID": i + 1});
+        alice.send("sendPeerMessage", data).await;
+    }
+    // Gone without reading a single reply.
+    drop(alice);
+    let mut live = Vec::new();
+    while let Some(p) = bob
+        .try_push("receivePeerMessage", Duration::from_millis(500))
+        .await
+    {
+        for m in p["data"]["messageList"].as_array().unwrap() {
+            live.push(m["message"].as_str().unwrap().to_owned());
+        }
+    }
+    let r = bob
+        .request(
+            "queryHistoryMessage",
+            json!({"conversationID": "alice", "conversationType": 0, "config": {"count": 100, "reverse": false}}),
+        )
+        .await;
+    assert_eq!(r["code"], 0, "{r}");
+    let stored: Vec<String> = r["data"]["messageList"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["message"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        !stored.is_empty(),
+        "the server read some sends before the close"
+    );
+    assert_eq!(
+        live, stored,
+        "every stored message was delivered live, in order"
+    );
+    let expected: Vec<String> = (0..stored.len()).map(|i| format!("m{i}")).collect();
+    assert_eq!(stored, expected, "stored in request order");
+}
