@@ -47,7 +47,8 @@ pub(crate) struct ConnArgs {
     name: Option<String>,
 }
 
-fn parse_secret(s: &str) -> Result<Secret, String> {
+/// A ServerSecret flag (every command that takes one parses it here).
+pub(crate) fn parse_secret(s: &str) -> Result<Secret, String> {
     Secret::new(s).map_err(|e| e.to_string())
 }
 
@@ -154,7 +155,8 @@ pub(crate) struct ChatArgs {
     to: Option<String>,
 }
 
-fn unix_now() -> i64 {
+/// Now, Unix seconds (0 if the clock is before 1970), for minting tokens.
+pub(crate) fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0))

@@ -8,6 +8,8 @@ use clap::{Args, Subcommand};
 use confab_proto::ErrorCode;
 use confab_token::{Mode, Secret};
 
+use crate::client_cmd::parse_secret;
+
 #[derive(Debug, Subcommand)]
 pub(crate) enum TokenCommand {
     /// Print a new token that lets USER log in to app APP_ID.
@@ -51,10 +53,6 @@ pub(crate) struct AppArgs {
     /// The userID the token is for (1-32 ASCII letters, digits or !#$%&()+-:;<=.>?@[]^_{}|~).
     #[arg(long, value_name = "USER")]
     user: String,
-}
-
-fn parse_secret(s: &str) -> Result<Secret, String> {
-    Secret::new(s).map_err(|e| e.to_string())
 }
 
 fn parse_mode(s: &str) -> Result<Mode, String> {

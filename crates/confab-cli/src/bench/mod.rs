@@ -29,6 +29,8 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use confab_token::Secret;
 
+use crate::client_cmd::parse_secret;
+
 /// Most connections one run may open (the default open-file limit is 20,000).
 const MAX_CONNECTIONS: usize = 15_000;
 /// Logins in progress at once.
@@ -92,10 +94,6 @@ struct Common {
     /// epoll loop) [default: one per two CPUs, at most 8].
     #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
     recv_threads: usize,
-}
-
-fn parse_secret(s: &str) -> Result<Secret, String> {
-    Secret::new(s).map_err(|e| e.to_string())
 }
 
 /// The room and its messages (fanout and sweep).

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use super::Target;
 use super::stats::Stats;
 use super::ws::{self, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, Ws};
+use crate::client_cmd::unix_now;
 
 /// Replies to set-up requests must arrive within this long.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(20);
@@ -78,12 +79,6 @@ impl Conn {
             Target::Socketio => sio_ack(frame),
         }
     }
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0))
 }
 
 /// The next text message before `deadline`, answering pings on the way
