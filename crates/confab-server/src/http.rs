@@ -5,11 +5,14 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use axum::Router;
 use axum::extract::{DefaultBodyLimit, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::{Json, Router};
+
+use confab_proto::ErrorCode;
+use serde_json::json;
 
 use crate::logs;
 use crate::session;
@@ -27,6 +30,20 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             post(logs::upload).layer(DefaultBodyLimit::disable()),
         )
         .with_state(shared)
+}
+
+/// An HTTP error answered as JSON `{"code","name","message"}`, like a protocol
+/// error (used by every plain HTTP route that can fail).
+pub(crate) fn json_error(
+    status: StatusCode,
+    code: ErrorCode,
+    message: impl Into<String>,
+) -> Response {
+    (
+        status,
+        Json(json!({"code": code.code(), "name": code.name(), "message": message.into()})),
+    )
+        .into_response()
 }
 
 /// Whether a browser page at `origin` may open a WebSocket to a server reached as

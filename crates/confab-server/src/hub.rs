@@ -8,12 +8,13 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::outbox::{Class, Outbox};
-use crate::queue;
 use axum::extract::ws::Utf8Bytes;
 use bytes::{BufMut, Bytes, BytesMut};
 use confab_broker::Handler;
 use confab_proto::frame::{DisconnectReason, Priority};
+
+use crate::outbox::{Class, Outbox};
+use crate::queue;
 
 /// The topic of one user of one app. Every session of the user listens to it.
 pub(crate) fn user_topic(app_id: u32, user_id: &str) -> String {
@@ -240,15 +241,15 @@ impl Hub {
         let Some(list) = map.get_mut(&key) else {
             return false;
         };
+        // Check first: `make_mut` copies a list that a delivery holds.
         if !list.iter().any(|l| l.id == session_id) {
             return false;
         }
         Arc::make_mut(list).retain(|l| l.id != session_id);
-        let removed = true;
         if list.is_empty() {
             map.remove(&key);
         }
-        removed
+        true
     }
 
     fn deliver_room(

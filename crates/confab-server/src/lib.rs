@@ -177,11 +177,7 @@ impl Server {
             dev_app,
         } = self;
         let dev_tokens = web::DevTokens::new(
-            dev_app.and_then(|dev| {
-                confab_token::Secret::new(&dev.secret)
-                    .ok()
-                    .map(|secret| (dev.app_id, secret))
-            }),
+            dev_app.and_then(|dev| shared.apps.get(&dev.app_id).cloned()),
             shared.clock.clone(),
         );
         let retention = spawn_retention(shared.clone());

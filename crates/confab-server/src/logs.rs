@@ -18,16 +18,12 @@ use axum::response::{IntoResponse, Response};
 use confab_proto::ErrorCode;
 use serde_json::json;
 
+use crate::http;
 use crate::state::Shared;
 use crate::validate;
 
 fn failure(status: StatusCode, message: impl Into<String>) -> Response {
-    let code = ErrorCode::LogUploadFailed;
-    (
-        status,
-        Json(json!({"code": code.code(), "name": code.name(), "message": message.into()})),
-    )
-        .into_response()
+    http::json_error(status, ErrorCode::LogUploadFailed, message)
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {

@@ -128,29 +128,7 @@ impl Outbox {
         patience: std::time::Duration,
     ) -> Result<(), Slow> {
         let len = text.len();
-        let deadline = tokio::time::Instant::now() + patience;
-        let mut item = Out::Text(text);
-        loop {
-            let queued = self.shared.bytes.load(Ordering::Relaxed);
-            if queued == 0 || queued + len <= self.max_bytes {
-                self.shared.bytes.fetch_add(len, Ordering::Relaxed);
-                match self.tx.try_push(item) {
-                    Ok(()) => return Ok(()),
-                    Err(rejected) => {
-                        self.shared.bytes.fetch_sub(len, Ordering::Relaxed);
-                        if rejected.error == queue::PushError::Closed {
-                            return Err(Slow);
-                        }
-                        // Full in frames: wait below like for bytes.
-                        item = rejected.item;
-                    }
-                }
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(Slow);
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
+        self.push_waiting(Out::Text(text), len, patience).await
     }
 
     /// Queues a ping; skipped when the queue is full (the queue itself then
@@ -161,16 +139,43 @@ impl Outbox {
 
     /// Queues a close frame after whatever is queued, waiting briefly for room.
     pub(crate) async fn close(&self, code: u16, reason: String) {
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
-        let mut item = Out::Close(code, reason);
+        let _ = self
+            .push_waiting(
+                Out::Close(code, reason),
+                0,
+                std::time::Duration::from_secs(1),
+            )
+            .await;
+    }
+
+    /// Queues `item`, which counts `len` bytes against the byte bound (0: none),
+    /// retrying every 5 ms while the queue is full in frames or bytes (a frame
+    /// larger than the byte bound waits for an empty queue). `Err(Slow)` after
+    /// `patience`, or when the writer is gone.
+    async fn push_waiting(
+        &self,
+        mut item: Out,
+        len: usize,
+        patience: std::time::Duration,
+    ) -> Result<(), Slow> {
+        let deadline = tokio::time::Instant::now() + patience;
         loop {
-            match self.tx.try_push(item) {
-                Ok(()) => return,
-                Err(rejected) if rejected.error == queue::PushError::Full => item = rejected.item,
-                Err(_) => return,
+            let queued = self.shared.bytes.load(Ordering::Relaxed);
+            if len == 0 || queued == 0 || queued + len <= self.max_bytes {
+                self.shared.bytes.fetch_add(len, Ordering::Relaxed);
+                match self.tx.try_push(item) {
+                    Ok(()) => return Ok(()),
+                    Err(rejected) => {
+                        self.shared.bytes.fetch_sub(len, Ordering::Relaxed);
+                        if rejected.error == queue::PushError::Closed {
+                            return Err(Slow);
+                        }
+                        item = rejected.item;
+                    }
+                }
             }
             if tokio::time::Instant::now() >= deadline {
-                return;
+                return Err(Slow);
             }
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }

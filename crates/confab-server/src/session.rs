@@ -823,12 +823,19 @@ impl Session {
         self.error(id, code, message)
     }
 
+    /// Awaits and finishes the oldest stored peer send in flight; `None` when
+    /// there is none.
+    async fn finish_oldest_append(&mut self) -> Option<Ending> {
+        let mut append = self.appends.get().pop_front()?;
+        let done = append.as_mut().await;
+        Some(self.finish_peer(done).await)
+    }
+
     /// Finishes every stored peer send in flight, in order.
     async fn drain_appends(&mut self) -> Ending {
-        while let Some(mut append) = self.appends.get().pop_front() {
-            let done = append.as_mut().await;
-            if let Some(end) = self.finish_peer(done).await {
-                return Some(end);
+        while let Some(end) = self.finish_oldest_append().await {
+            if end.is_some() {
+                return end;
             }
         }
         None
@@ -856,7 +863,6 @@ impl Session {
                 .await;
         }
         let now_ms = self.shared.clock.now_ms();
-        let topic = user_topic(app.id, &req.to_user_id);
         if req.kind.is_stored() {
             let msg = NewPeerMessage {
                 app_id: app.id,
@@ -880,11 +886,8 @@ impl Session {
                     .await;
             }
             if self.appends.get().len() >= MAX_APPENDS_IN_FLIGHT {
-                if let Some(mut oldest) = self.appends.get().pop_front() {
-                    let done = oldest.as_mut().await;
-                    if let Some(end) = self.finish_peer(done).await {
-                        return Some(end);
-                    }
+                if let Some(Some(end)) = self.finish_oldest_append().await {
+                    return Some(end);
                 }
             }
             let store = self.shared.store.clone();
@@ -910,6 +913,7 @@ impl Session {
         }
 
         // Command: not stored, delivered live to an online receiver.
+        let topic = user_topic(app.id, &req.to_user_id);
         let message_id = self.shared.next_live_message_id();
         let wire = WireMessage {
             kind: req.kind,
@@ -961,10 +965,7 @@ impl Session {
         // Appends in flight are stored whatever happens: publish every one to its
         // receiver (`finish_peer` publishes before it replies; the replies go out
         // if the connection still can).
-        while let Some(mut append) = self.appends.get().pop_front() {
-            let done = append.as_mut().await;
-            let _ = self.finish_peer(done).await;
-        }
+        while self.finish_oldest_append().await.is_some() {}
         let reason = ending.as_ref().map(|(r, _)| *r);
         self.release_rooms(
             reason == Some(DisconnectReason::Logout),

@@ -18,29 +18,25 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use confab_proto::ErrorCode;
-use confab_token::{Mode, Secret};
+use confab_token::Mode;
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::clock::Clock;
+use crate::http;
+use crate::state::App;
 use crate::validate;
 
 /// The demo page (`web/demo/index.html`).
 const INDEX_HTML: &str = include_str!("../../../web/demo/index.html");
 /// The web SDK bundle (`web/dist/zim.js`, built by `npm run build` in `web/`).
 const ZIM_JS: &str = include_str!("../../../web/dist/zim.js");
-/// The web SDK's typings: `zim.d.ts` and the files it imports.
+/// The web SDK's typings under `/sdk/`: `zim.d.ts` and the files it imports.
 const TYPINGS: [(&str, &str); 4] = [
-    ("/sdk/zim.d.ts", include_str!("../../../web/dist/zim.d.ts")),
-    ("/sdk/api.d.ts", include_str!("../../../web/dist/api.d.ts")),
-    (
-        "/sdk/enums.d.ts",
-        include_str!("../../../web/dist/enums.d.ts"),
-    ),
-    (
-        "/sdk/types.d.ts",
-        include_str!("../../../web/dist/types.d.ts"),
-    ),
+    ("zim.d.ts", include_str!("../../../web/dist/zim.d.ts")),
+    ("api.d.ts", include_str!("../../../web/dist/api.d.ts")),
+    ("enums.d.ts", include_str!("../../../web/dist/enums.d.ts")),
+    ("types.d.ts", include_str!("../../../web/dist/types.d.ts")),
 ];
 
 /// Longest validity of a development token: seven days.
@@ -51,21 +47,21 @@ const DEFAULT_DEV_TOKEN_SECS: u64 = 24 * 3600;
 /// What the development-token routes need: the development app, if any.
 #[derive(Clone)]
 pub(crate) struct DevTokens {
-    app: Option<(u32, Secret)>,
+    app: Option<Arc<App>>,
     clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for DevTokens {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DevTokens")
-            .field("app_id", &self.app.as_ref().map(|(id, _)| *id))
+            .field("app_id", &self.app.as_ref().map(|app| app.id))
             .finish_non_exhaustive()
     }
 }
 
 impl DevTokens {
     /// Tokens for `app` (the development app) or, with `None`, for no app at all.
-    pub(crate) fn new(app: Option<(u32, Secret)>, clock: Arc<dyn Clock>) -> DevTokens {
+    pub(crate) fn new(app: Option<Arc<App>>, clock: Arc<dyn Clock>) -> DevTokens {
         DevTokens { app, clock }
     }
 }
@@ -108,23 +104,18 @@ async fn zim_js() -> Response {
 }
 
 async fn typings(Path(file): Path<String>) -> Response {
-    let path = format!("/sdk/{file}");
-    match TYPINGS.iter().find(|(p, _)| *p == path) {
+    match TYPINGS.iter().find(|(name, _)| *name == file) {
         Some((_, body)) => asset("application/typescript; charset=utf-8", body),
-        None => (StatusCode::NOT_FOUND, format!("no such file: {path}\n")).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            format!("no such file: /sdk/{file}\n"),
+        )
+            .into_response(),
     }
 }
 
-fn failure(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Response {
-    (
-        status,
-        Json(json!({"code": code.code(), "name": code.name(), "message": message.into()})),
-    )
-        .into_response()
-}
-
 fn no_dev_app() -> Response {
-    failure(
+    http::json_error(
         StatusCode::NOT_FOUND,
         ErrorCode::InvalidAppId,
         "this server hosts configured apps and mints no tokens: get a token from your app's backend \
@@ -134,7 +125,7 @@ fn no_dev_app() -> Response {
 
 async fn dev_app(State(dev): State<Arc<DevTokens>>) -> Response {
     match &dev.app {
-        Some((app_id, _)) => Json(json!({"appID": app_id, "devTokens": true})).into_response(),
+        Some(app) => Json(json!({"appID": app.id, "devTokens": true})).into_response(),
         None => no_dev_app(),
     }
 }
@@ -152,13 +143,13 @@ async fn dev_token(
     State(dev): State<Arc<DevTokens>>,
     body: Result<Json<TokenRequest>, JsonRejection>,
 ) -> Response {
-    let Some((app_id, secret)) = &dev.app else {
+    let Some(app) = &dev.app else {
         return no_dev_app();
     };
     let req = match body {
         Ok(Json(req)) => req,
         Err(e) => {
-            return failure(
+            return http::json_error(
                 StatusCode::BAD_REQUEST,
                 ErrorCode::ParamInvalid,
                 format!(
@@ -169,34 +160,34 @@ async fn dev_token(
         }
     };
     if let Err(msg) = validate::user_id("userID", &req.user_id) {
-        return failure(StatusCode::BAD_REQUEST, ErrorCode::ParamInvalid, msg);
+        return http::json_error(StatusCode::BAD_REQUEST, ErrorCode::ParamInvalid, msg);
     }
     let ttl = req
         .effective_time_in_seconds
         .unwrap_or(DEFAULT_DEV_TOKEN_SECS);
     if ttl == 0 || ttl > MAX_DEV_TOKEN_SECS {
-        return failure(
+        return http::json_error(
             StatusCode::BAD_REQUEST,
             ErrorCode::ParamInvalid,
             format!("effectiveTimeInSeconds: must be 1-{MAX_DEV_TOKEN_SECS}, got {ttl}"),
         );
     }
     match confab_token::generate(
-        secret,
-        *app_id,
+        &app.secret,
+        app.id,
         &req.user_id,
         ttl,
         Mode::Gcm,
         dev.clock.now_secs(),
     ) {
         Ok(token) => Json(json!({
-            "appID": app_id,
+            "appID": app.id,
             "userID": req.user_id,
             "token": token,
             "expiresIn": ttl,
         }))
         .into_response(),
-        Err(e) => failure(
+        Err(e) => http::json_error(
             StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::ParamInvalid,
             format!("cannot make a token: {e}"),

@@ -93,6 +93,9 @@ impl Store for FlakyStore {
         self.check()?;
         self.inner.append_peer(msg).await
     }
+    fn appends_in_call_order(&self) -> bool {
+        self.inner.appends_in_call_order()
+    }
     async fn inbox_after(
         &self,
         a: u32,
@@ -530,7 +533,13 @@ impl Client {
 
     /// Sends a Text peer message and returns the reply.
     pub(crate) async fn send_text(&mut self, to: &str, text: &str, local: u64) -> Value {
-        self.request(
+        let id = self.send_text_nowait(to, text, local).await;
+        self.reply_to(id).await
+    }
+
+    /// Sends a Text peer message without waiting for the reply; returns its id.
+    pub(crate) async fn send_text_nowait(&mut self, to: &str, text: &str, local: u64) -> u64 {
+        self.send(
             "sendPeerMessage",
             json!({"toUserID": to, "type": 1, "message": text, "localMessageID": local}),
         )

@@ -354,16 +354,21 @@ async fn concurrent_senders_reach_a_receiver_in_inbox_order() {
     }
 }
 
-#[tokio::test]
-async fn a_backlog_larger_than_the_outbound_queue_is_delivered() {
-    let server = TestServer::start_with(
+/// A server whose per-user send limit no test here reaches.
+async fn server_without_user_send_limit() -> TestServer {
+    TestServer::start_with(
         |c| {
             c.limits.user_send_rate = 10_000;
             c.limits.user_send_burst = 10_000;
         },
         Options::default(),
     )
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn a_backlog_larger_than_the_outbound_queue_is_delivered() {
+    let server = server_without_user_send_limit().await;
     let mut alice = server.login("alice").await;
     let body = "b".repeat(30 * 1024);
     for i in 1..=60u64 {
@@ -384,21 +389,13 @@ async fn a_backlog_larger_than_the_outbound_queue_is_delivered() {
 
 #[tokio::test]
 async fn pipelined_sends_are_answered_and_delivered_in_request_order() {
-    let server = TestServer::start_with(
-        |c| {
-            c.limits.user_send_rate = 10_000;
-            c.limits.user_send_burst = 10_000;
-        },
-        Default::default(),
-    )
-    .await;
+    let server = server_without_user_send_limit().await;
     let mut bob = server.login("bob").await;
     let mut alice = server.login("alice").await;
     // 200 stored sends without waiting for any reply, then a ping.
     let mut ids = Vec::new();
     for i in 0..200u64 {
-        let data = json!({"toUserID": "bob", "type": 1, "message": format!("m{i}"), "localMessageID": i + 1});
-        ids.push(alice.send("sendPeerMessage", data).await);
+        ids.push(alice.send_text_nowait("bob", &format!("m{i}"), i + 1).await);
     }
     let ping = alice.send("ping", json!({})).await;
     for (i, id) in ids.iter().enumerate() {
@@ -425,8 +422,7 @@ async fn a_refused_send_is_answered_after_the_sends_before_it() {
     let mut alice = server.login("alice").await;
     let mut ids = Vec::new();
     for i in 0..60u64 {
-        let data = json!({"toUserID": "bob", "type": 1, "message": "hi", "localMessageID": i + 1});
-        ids.push(alice.send("sendPeerMessage", data).await);
+        ids.push(alice.send_text_nowait("bob", "hi", i + 1).await);
     }
     let mut refused = 0;
     for id in ids {
@@ -444,19 +440,11 @@ async fn a_refused_send_is_answered_after_the_sends_before_it() {
 
 #[tokio::test]
 async fn a_sender_that_leaves_mid_pipeline_still_delivers_what_was_stored() {
-    let server = TestServer::start_with(
-        |c| {
-            c.limits.user_send_rate = 10_000;
-            c.limits.user_send_burst = 10_000;
-        },
-        Default::default(),
-    )
-    .await;
+    let server = server_without_user_send_limit().await;
     let mut bob = server.login("bob").await;
     let mut alice = server.login("alice").await;
     for i in 0..80u64 {
-        let data = json!({"toUserID": "bob", "type": 1, "message": format!("m{i}"), "localMessageID": i + 1});
-        alice.send("sendPeerMessage", data).await;
+        alice.send_text_nowait("bob", &format!("m{i}"), i + 1).await;
     }
     // Gone without reading a single reply.
     drop(alice);
