@@ -24,18 +24,30 @@ struct RoomSeqState {
     next_ticket: u64,
     /// Tickets of appends started on this node and not yet finished.
     unfinished: std::collections::BTreeSet<u64>,
-    /// Appended messages waiting to be published, by seq, each with its barrier:
-    /// the newest ticket started when its append finished. Any append that started
-    /// later gets a higher seq (this one was already committed), so a message may go
-    /// once every ticket up to its barrier has finished.
+    /// Appended messages waiting to be published, by seq, each with its gate: it
+    /// may go once every ticket below the gate has finished (see
+    /// [`Sequencer::finish`]).
     pending: BTreeMap<u64, (u64, Bytes)>,
     /// The newest seq published from this node (or known when the state was made).
     last_published: u64,
 }
 
-/// A registered append (see [`Sequencer::begin`]).
+/// A registered append (see [`Sequencer::start`]).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Ticket(u64);
+
+/// An append started by [`Sequencer::start`].
+pub(crate) type Started<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+/// Polls `fut` once (an append queues itself with the store on its first poll)
+/// and returns it to be awaited later; a future that finished at once comes back
+/// as a ready one.
+pub(crate) async fn poll_once<T: Send + 'static>(mut fut: Started<T>) -> Started<T> {
+    match std::future::poll_fn(|cx| std::task::Poll::Ready(fut.as_mut().poll(cx))).await {
+        std::task::Poll::Ready(done) => Box::pin(std::future::ready(done)),
+        std::task::Poll::Pending => fut,
+    }
+}
 
 /// Orders stored room publications by seq (see the module invariant).
 #[derive(Debug, Default)]
@@ -61,15 +73,50 @@ impl Sequencer {
             .clone()
     }
 
-    /// Registers an append about to start; `head` is the room's current seq head,
-    /// used if this node has no state for the room yet.
-    pub(crate) async fn begin(&self, key: &RoomKey, head: u64) -> Ticket {
+    /// Registers an append and starts it: `start` makes the append's future for
+    /// its ticket, and that future is polled once while the room's state is
+    /// locked, so this node queues a room's appends with the store in ticket
+    /// order. `head` is the room's current seq head, used if this node has no
+    /// state for the room yet.
+    ///
+    /// Await the started future, then hand its result to [`Sequencer::finish`]
+    /// with the ticket.
+    pub(crate) async fn start<T: Send + 'static>(
+        &self,
+        key: &RoomKey,
+        head: u64,
+        start: impl FnOnce(Ticket) -> Started<T>,
+    ) -> Started<T> {
         let state = self.state(key, || head).await;
+        Self::start_in(&state, start).await
+    }
+
+    /// [`Sequencer::start`] for a room this node already sequences; otherwise
+    /// nothing starts and `start` comes back as the `Err` (read the room's head,
+    /// then call `start`).
+    pub(crate) async fn try_start<T, F>(&self, key: &RoomKey, start: F) -> Result<Started<T>, F>
+    where
+        T: Send + 'static,
+        F: FnOnce(Ticket) -> Started<T>,
+    {
+        let known = self.rooms.lock().await.get(key).cloned();
+        match known {
+            Some(state) => Ok(Self::start_in(&state, start).await),
+            None => Err(start),
+        }
+    }
+
+    async fn start_in<T: Send + 'static>(
+        state: &tokio::sync::Mutex<RoomSeqState>,
+        start: impl FnOnce(Ticket) -> Started<T>,
+    ) -> Started<T> {
         let mut st = state.lock().await;
         let ticket = st.next_ticket;
         st.next_ticket += 1;
         st.unfinished.insert(ticket);
-        Ticket(ticket)
+        let started = poll_once(start(Ticket(ticket))).await;
+        drop(st);
+        started
     }
 
     /// Finishes an append: `published` is `Some((seq, envelope))` for a new message,
@@ -78,7 +125,10 @@ impl Sequencer {
     /// Invariant: a message is published only after every append of this node that
     /// could still get a lower seq has finished, so this node's publications of a
     /// room are in seq order — whatever other nodes append meanwhile (their seqs
-    /// leave gaps here, which never hold anything back).
+    /// leave gaps here, which never hold anything back). With a store that applies
+    /// appends in call order (`Store::appends_in_call_order`) those are the appends
+    /// with lower tickets ([`Sequencer::start`] queues them in ticket order);
+    /// otherwise every append started before this one finished.
     pub(crate) async fn finish(
         &self,
         shared: &Shared,
@@ -90,12 +140,16 @@ impl Sequencer {
         let mut st = state.lock().await;
         st.unfinished.remove(&ticket.0);
         if let Some((seq, envelope)) = published {
-            let barrier = st.next_ticket.saturating_sub(1);
-            st.pending.insert(seq, (barrier, envelope));
+            let below = if shared.store.appends_in_call_order() {
+                ticket.0
+            } else {
+                st.next_ticket
+            };
+            st.pending.insert(seq, (below, envelope));
         }
         let topic = room_topic(key.0, &key.1);
-        while let Some((_, (barrier, _))) = st.pending.first_key_value() {
-            if st.unfinished.first().is_some_and(|t| t <= barrier) {
+        while let Some((_, (below, _))) = st.pending.first_key_value() {
+            if st.unfinished.first().is_some_and(|t| t < below) {
                 break;
             }
             let Some((seq, (_, envelope))) = st.pending.pop_first() else {
@@ -119,10 +173,13 @@ impl Sequencer {
     /// Forgets a room (destroyed, or no local members and nothing in flight).
     pub(crate) async fn forget(&self, key: &RoomKey) {
         let mut rooms = self.rooms.lock().await;
+        // Only the map holds an idle state: a caller between taking the state
+        // from the map and locking it (`start`) keeps it.
         let idle = rooms.get(key).is_some_and(|state| {
-            state
-                .try_lock()
-                .is_ok_and(|st| st.unfinished.is_empty() && st.pending.is_empty())
+            Arc::strong_count(state) == 1
+                && state
+                    .try_lock()
+                    .is_ok_and(|st| st.unfinished.is_empty() && st.pending.is_empty())
         });
         if idle {
             rooms.remove(key);

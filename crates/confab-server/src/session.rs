@@ -126,9 +126,9 @@ struct Session {
     pending_end: Ending,
     /// When this session logged in (ms): a kick only removes older sessions.
     login_ms: i64,
-    /// Stored peer sends in flight, oldest first: with a store that applies
-    /// appends in call order, a session starts the next append before the last
-    /// one commits, and answers them in order as they complete.
+    /// Stored sends (peer and room) in flight, oldest first: with a store that
+    /// applies appends in call order, a session starts the next append before
+    /// the last one commits, and answers them in order as they complete.
     appends: Appends,
 }
 
@@ -145,8 +145,14 @@ impl Appends {
     }
 }
 
-/// Most stored peer sends a session keeps in flight.
+/// Most stored sends a session keeps in flight.
 const MAX_APPENDS_IN_FLIGHT: usize = 64;
+
+/// A stored send whose append finished.
+enum Done {
+    Peer(PeerDone),
+    Room(rooms::RoomDone),
+}
 
 /// A stored peer send whose append finished.
 struct PeerDone {
@@ -155,10 +161,10 @@ struct PeerDone {
     result: Result<confab_store::Appended, confab_store::StoreError>,
 }
 
-type AppendFuture = std::pin::Pin<Box<dyn std::future::Future<Output = PeerDone> + Send>>;
+type AppendFuture = crate::rooms::Started<Done>;
 
 /// The oldest append in flight (never resolves when there is none).
-async fn next_append(appends: &mut VecDeque<AppendFuture>) -> PeerDone {
+async fn next_append(appends: &mut VecDeque<AppendFuture>) -> Done {
     match appends.front_mut() {
         Some(f) => f.as_mut().await,
         None => std::future::pending().await,
@@ -296,7 +302,7 @@ impl Session {
                 }
                 done = next_append(self.appends.get()), if has_appends => {
                     self.appends.get().pop_front();
-                    if let Some(end) = Box::pin(self.finish_peer(done)).await {
+                    if let Some(end) = Box::pin(self.finish_append(done)).await {
                         return Some(end);
                     }
                 }
@@ -363,8 +369,11 @@ impl Session {
             }
         };
         let id = frame.id;
-        let stored_send =
-            matches!(&frame.request, Request::SendPeerMessage(r) if r.kind.is_stored());
+        let stored_send = match &frame.request {
+            Request::SendPeerMessage(r) => r.kind.is_stored(),
+            Request::SendRoomMessage(r) => r.kind.is_stored(),
+            _ => false,
+        };
         if !stored_send {
             // Everything else sees the stored sends before it answered first.
             if let Some(end) = self.drain_appends().await {
@@ -762,6 +771,25 @@ impl Session {
         Ok(())
     }
 
+    /// Answers a stored send whose append finished, and publishes it.
+    async fn finish_append(&mut self, done: Done) -> Ending {
+        match done {
+            Done::Peer(done) => self.finish_peer(done).await,
+            Done::Room(done) => self.finish_room(done).await,
+        }
+    }
+
+    /// Makes room for one more stored send in flight: finishes the oldest when
+    /// [`MAX_APPENDS_IN_FLIGHT`] are.
+    async fn room_for_append(&mut self) -> Ending {
+        if self.appends.get().len() >= MAX_APPENDS_IN_FLIGHT {
+            if let Some(Some(end)) = self.finish_oldest_append().await {
+                return Some(end);
+            }
+        }
+        None
+    }
+
     /// Answers a stored peer send whose append finished, and publishes it to the
     /// receiver.
     async fn finish_peer(&mut self, done: PeerDone) -> Ending {
@@ -823,15 +851,15 @@ impl Session {
         self.error(id, code, message)
     }
 
-    /// Awaits and finishes the oldest stored peer send in flight; `None` when
-    /// there is none.
+    /// Awaits and finishes the oldest stored send in flight; `None` when there
+    /// is none.
     async fn finish_oldest_append(&mut self) -> Option<Ending> {
         let mut append = self.appends.get().pop_front()?;
         let done = append.as_mut().await;
-        Some(self.finish_peer(done).await)
+        Some(self.finish_append(done).await)
     }
 
-    /// Finishes every stored peer send in flight, in order.
+    /// Finishes every stored send in flight, in order.
     async fn drain_appends(&mut self) -> Ending {
         while let Some(end) = self.finish_oldest_append().await {
             if end.is_some() {
@@ -885,30 +913,21 @@ impl Session {
                     })
                     .await;
             }
-            if self.appends.get().len() >= MAX_APPENDS_IN_FLIGHT {
-                if let Some(Some(end)) = self.finish_oldest_append().await {
-                    return Some(end);
-                }
+            if let Some(end) = self.room_for_append().await {
+                return Some(end);
             }
             let store = self.shared.store.clone();
-            let mut append: AppendFuture = Box::pin(async move {
+            // Polled once now: the store queues the append in request order.
+            let started = crate::rooms::poll_once(Box::pin(async move {
                 let result = store.append_peer(msg).await;
-                PeerDone {
+                Done::Peer(PeerDone {
                     id,
                     to_user_id,
                     result,
-                }
-            });
-            // Poll once now: the store queues the append in request order.
-            let first =
-                std::future::poll_fn(|cx| std::task::Poll::Ready(append.as_mut().poll(cx))).await;
-            match first {
-                std::task::Poll::Ready(done) => self
-                    .appends
-                    .get()
-                    .push_back(Box::pin(std::future::ready(done))),
-                std::task::Poll::Pending => self.appends.get().push_back(append),
-            }
+                })
+            }))
+            .await;
+            self.appends.get().push_back(started);
             return None;
         }
 
@@ -962,9 +981,9 @@ impl Session {
     /// Tells the client why (when the server ends the session), closes, and leaves
     /// the hub and the broker topic.
     async fn finish(&mut self, ending: Ending) {
-        // Appends in flight are stored whatever happens: publish every one to its
-        // receiver (`finish_peer` publishes before it replies; the replies go out
-        // if the connection still can).
+        // Appends in flight are stored whatever happens: publish every one
+        // (`finish_peer` and `finish_room` publish before they reply; the replies
+        // go out if the connection still can).
         while self.finish_oldest_append().await.is_some() {}
         let reason = ending.as_ref().map(|(r, _)| *r);
         self.release_rooms(

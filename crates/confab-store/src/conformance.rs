@@ -67,6 +67,7 @@ where
     check!(room_attributes_deleted_after_owner_left);
     check!(room_attribute_limits);
     check!(room_messages_seq_dedup_and_membership);
+    check!(pipelined_room_appends_keep_call_order);
     check!(room_seqs_continue_after_destroy);
     check!(room_members_expire_and_rooms_destroy);
     check!(history_pages_peer_conversations);

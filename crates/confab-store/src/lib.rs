@@ -171,9 +171,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Whether appends are applied in the order their futures were first polled.
     ///
-    /// When `true`, a caller may start several [`Store::append_peer`] calls, poll
-    /// each once in turn and await them later: the store assigns seqs in that
-    /// order (a session pipelines one sender's messages this way). When `false`
+    /// When `true`, a caller may start several [`Store::append_peer`] and
+    /// [`Store::append_room`] calls, poll each once in turn and await them later:
+    /// the store applies them, and assigns inbox and room seqs, in that order (a
+    /// session pipelines one sender's messages this way). When `false`
     /// (the default), only appends awaited one after another are ordered.
     fn appends_in_call_order(&self) -> bool {
         false

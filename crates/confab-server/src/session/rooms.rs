@@ -19,9 +19,10 @@ use confab_store::{
     RoomError, StoredRoomMessage,
 };
 
-use super::{Ending, Session, slow};
+use super::{AppendFuture, Done, Ending, Session, slow};
 use crate::hub::{Envelope, RoomClass, room_topic};
 use crate::outbox::Class;
+use crate::rooms::Ticket;
 use crate::state::{Metrics, Shared};
 use crate::validate;
 
@@ -31,6 +32,15 @@ const MAX_DESTROY_DELAY_SECS: u32 = 3 * 3600;
 const CATCH_UP_PAGE: usize = 256;
 /// Bytes of message bodies per catch-up frame.
 const CATCH_UP_FRAME_BYTES: usize = 64 * 1024;
+
+/// A stored room send whose append finished.
+pub(super) struct RoomDone {
+    id: u64,
+    key: (u32, String),
+    ticket: Ticket,
+    sender: String,
+    result: Result<confab_store::AppendedRoom, RoomError>,
+}
 
 /// Publishes `roomAttributesUpdated` (Delete) for keys removed without a request
 /// (their owner left).
@@ -864,13 +874,20 @@ impl Session {
     }
 
     pub(super) async fn send_room(&mut self, id: u64, req: SendRoomMessageRequest) -> Ending {
+        // A stored send may arrive while earlier ones are in flight (nothing was
+        // drained for it): its errors are answered after them.
         let (app, sender) = self.app_user()?;
         if let Err(msg) = validate::room_id("roomID", &req.room_id)
             .and_then(|()| validate::body(req.kind, &req.message, true, &app.limits))
         {
-            return self.error(id, ErrorCode::ParamInvalid, msg);
+            return self
+                .error_after_appends(id, ErrorCode::ParamInvalid, msg)
+                .await;
         }
         if !self.rooms.contains(&req.room_id) {
+            if let Some(end) = self.drain_appends().await {
+                return Some(end);
+            }
             return self
                 .not_in_room(id, &req.room_id, ErrorCode::NotInRoom)
                 .await;
@@ -898,7 +915,9 @@ impl Session {
             ));
         }
         if let Err(msg) = self.check_rate(&app, &sender).await {
-            return self.error(id, ErrorCode::ServerRateLimit, msg);
+            return self
+                .error_after_appends(id, ErrorCode::ServerRateLimit, msg)
+                .await;
         }
         if req.kind == MessageType::Command {
             if let Some(first) = self.live_duplicate(req.local_message_id) {
@@ -930,41 +949,85 @@ impl Session {
             self.remember_live(req.local_message_id, reply.clone());
             return self.reply(&Reply::ok(id, &reply));
         }
-        // Text: stored, then published in seq order.
+        // Text: stored, then published in seq order (see `rooms::Sequencer`).
+        let pipelined = self.shared.store.appends_in_call_order();
+        if pipelined {
+            if let Some(end) = self.room_for_append().await {
+                return Some(end);
+            }
+        }
         let key = (app.id, req.room_id.clone());
-        let head = match self.shared.store.room(app.id, &req.room_id).await {
-            Ok(Some(room)) => room.seq_head,
-            Ok(None) => {
-                return self.error(
-                    id,
-                    ErrorCode::RoomNotExist,
-                    format!("room {} does not exist", req.room_id),
-                );
-            }
-            Err(e) => {
-                return self.error(
-                    id,
-                    ErrorCode::MessageInternalError,
-                    format!("room lookup failed: {e}"),
-                );
-            }
+        let msg = NewRoomMessage {
+            app_id: app.id,
+            room_id: req.room_id,
+            sender: sender.clone(),
+            kind: req.kind.code(),
+            body: req.message,
+            local_message_id: req.local_message_id,
+            timestamp_ms: now_ms,
+            priority: req.priority.code(),
         };
-        let ticket = self.shared.rooms.sequencer.begin(&key, head).await;
-        let appended = self
-            .shared
-            .store
-            .append_room(NewRoomMessage {
-                app_id: app.id,
-                room_id: req.room_id.clone(),
-                sender: sender.clone(),
-                kind: req.kind.code(),
-                body: req.message,
-                local_message_id: req.local_message_id,
-                timestamp_ms: now_ms,
-                priority: req.priority.code(),
+        let store = self.shared.store.clone();
+        let append_key = key.clone();
+        let append = move |ticket| -> AppendFuture {
+            Box::pin(async move {
+                let result = store.append_room(msg).await;
+                Done::Room(RoomDone {
+                    id,
+                    key: append_key,
+                    ticket,
+                    sender,
+                    result,
+                })
             })
-            .await;
-        let (publish, result) = match appended {
+        };
+        let sequencer = &self.shared.rooms.sequencer;
+        // The room's head is read only when this node does not sequence the room
+        // yet.
+        let started = match sequencer.try_start(&key, append).await {
+            Ok(started) => started,
+            Err(append) => match self.shared.store.room(app.id, &key.1).await {
+                Ok(Some(room)) => sequencer.start(&key, room.seq_head, append).await,
+                Ok(None) => {
+                    return self
+                        .error_after_appends(
+                            id,
+                            ErrorCode::RoomNotExist,
+                            format!("room {} does not exist", key.1),
+                        )
+                        .await;
+                }
+                Err(e) => {
+                    return self
+                        .error_after_appends(
+                            id,
+                            ErrorCode::MessageInternalError,
+                            format!("room lookup failed: {e}"),
+                        )
+                        .await;
+                }
+            },
+        };
+        if !pipelined {
+            // Only appends awaited one after another keep a sender's order.
+            let done = started.await;
+            return self.finish_append(done).await;
+        }
+        self.appends.get().push_back(started);
+        None
+    }
+
+    /// Answers a stored room send whose append finished, and publishes it to the
+    /// room in seq order.
+    pub(super) async fn finish_room(&mut self, done: RoomDone) -> Ending {
+        let RoomDone {
+            id,
+            key,
+            ticket,
+            sender,
+            result,
+        } = done;
+        let (publish, result) = match result {
             Ok(a) => {
                 let m = a.message;
                 let reply = SendMessageReply {
@@ -981,7 +1044,7 @@ impl Session {
                     });
                     let envelope = Envelope::Room {
                         class: RoomClass::Stored,
-                        sender: sender.clone(),
+                        sender,
                         frame: Bytes::from(encode_push(&push)),
                     };
                     (seq, envelope.encode())
@@ -998,17 +1061,18 @@ impl Session {
             .sequencer
             .finish(&self.shared, &key, ticket, publish)
             .await;
+        let room_id = &key.1;
         match result {
             Ok(reply) => self.reply(&Reply::ok(id, &reply)),
             Err(RoomError::NotFound) => self.error(
                 id,
                 ErrorCode::RoomNotExist,
-                format!("room {} does not exist", req.room_id),
+                format!("room {room_id} does not exist"),
             ),
             Err(RoomError::NotMember) => self.error(
                 id,
                 ErrorCode::NotInRoom,
-                format!("you are not a member of room {}", req.room_id),
+                format!("you are not a member of room {room_id}"),
             ),
             Err(e) => {
                 tracing::error!(error = %e, "storing a room message failed");

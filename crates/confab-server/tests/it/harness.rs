@@ -601,3 +601,15 @@ pub(crate) fn flaky_store(data: &Path) -> Arc<FlakyStore> {
         failing: Default::default(),
     })
 }
+
+/// A server whose per-user send limit no test reaches.
+pub(crate) async fn server_without_user_send_limit() -> TestServer {
+    TestServer::start_with(
+        |c| {
+            c.limits.user_send_rate = 10_000;
+            c.limits.user_send_burst = 10_000;
+        },
+        Options::default(),
+    )
+    .await
+}

@@ -354,18 +354,6 @@ async fn concurrent_senders_reach_a_receiver_in_inbox_order() {
     }
 }
 
-/// A server whose per-user send limit no test here reaches.
-async fn server_without_user_send_limit() -> TestServer {
-    TestServer::start_with(
-        |c| {
-            c.limits.user_send_rate = 10_000;
-            c.limits.user_send_burst = 10_000;
-        },
-        Options::default(),
-    )
-    .await
-}
-
 #[tokio::test]
 async fn a_backlog_larger_than_the_outbound_queue_is_delivered() {
     let server = server_without_user_send_limit().await;

@@ -212,6 +212,148 @@ async fn room_messages_reach_every_member_but_the_sender() {
     );
 }
 
+/// Sends a room message without waiting for its reply; returns the request id.
+async fn send_room_nowait(c: &mut Client, room: &str, kind: u8, text: &str, local: u64) -> u64 {
+    c.send(
+        "sendRoomMessage",
+        json!({"roomID": room, "type": kind, "message": text, "localMessageID": local, "priority": 3}),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn pipelined_room_sends_keep_request_order_for_replies_and_members() {
+    let server = server_without_user_send_limit().await;
+    let mut alice = server.login("alice").await;
+    let mut carol = server.login("carol").await;
+    let mut bob = server.login("bob").await;
+    assert_eq!(create(&mut alice, "lobby").await["code"], 0);
+    assert_eq!(join(&mut carol, "lobby").await["code"], 0);
+    assert_eq!(join(&mut bob, "lobby").await["code"], 0);
+    // Two senders, 150 stored sends each without waiting; alice's stream also
+    // holds a live Command, a send to a room she is not in and a bad send.
+    let cmd = base64::engine::general_purpose::STANDARD.encode([7u8]);
+    let mut alice_ids = Vec::new();
+    let mut carol_ids = Vec::new();
+    for i in 0..150u64 {
+        alice_ids.push(send_room_nowait(&mut alice, "lobby", 1, &format!("a{i}"), i + 1).await);
+        carol_ids.push(send_room_nowait(&mut carol, "lobby", 1, &format!("c{i}"), i + 1).await);
+        if i == 50 {
+            alice_ids.push(send_room_nowait(&mut alice, "lobby", 2, &cmd, 1_000).await);
+        }
+        if i == 70 {
+            alice_ids.push(send_room_nowait(&mut alice, "elsewhere", 1, "x", 1_001).await);
+        }
+        if i == 90 {
+            alice_ids.push(send_room_nowait(&mut alice, "", 1, "x", 1_002).await);
+        }
+    }
+    let ping = alice.send("ping", json!({})).await;
+    let mut last_seq = 0;
+    let mut refused = Vec::new();
+    for id in &alice_ids {
+        let r = alice.next_reply().await;
+        assert_eq!(r["id"], *id, "replies come in request order: {r}");
+        match r["code"].as_u64().unwrap() {
+            0 => {
+                let seq = r["data"]["conversationSeq"].as_u64().unwrap();
+                if seq > 0 {
+                    assert!(seq > last_seq, "a sender's seqs rise: {r}");
+                    last_seq = seq;
+                }
+            }
+            code @ (6000301 | 6000001) => refused.push(code),
+            other => panic!("unexpected code {other}: {r}"),
+        }
+    }
+    assert_eq!(
+        refused,
+        [6000301, 6000001],
+        "the send to a missing room, then the bad one"
+    );
+    assert_eq!(alice.next_reply().await["id"], ping);
+    for id in &carol_ids {
+        let r = carol.next_reply().await;
+        assert_eq!(r["id"], *id, "replies come in request order: {r}");
+        assert_eq!(r["code"], 0, "{r}");
+    }
+    // Bob sees 301 messages: the stored ones in seq order 1..=300, each
+    // sender's in send order.
+    let got = room_messages(&mut bob, 301).await;
+    let stored: Vec<&Value> = got.iter().filter(|m| m["type"] == 1).collect();
+    let seqs: Vec<u64> = stored
+        .iter()
+        .map(|m| m["conversationSeq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        seqs,
+        (1..=300).collect::<Vec<_>>(),
+        "published in seq order"
+    );
+    for (who, prefix) in [("alice", 'a'), ("carol", 'c')] {
+        let texts: Vec<&str> = stored
+            .iter()
+            .filter(|m| m["senderUserID"] == who)
+            .map(|m| m["message"].as_str().unwrap())
+            .collect();
+        let expected: Vec<String> = (0..150).map(|i| format!("{prefix}{i}")).collect();
+        assert_eq!(texts, expected, "{who}'s messages in send order");
+    }
+    assert_eq!(got.iter().filter(|m| m["type"] == 2).count(), 1);
+}
+
+#[tokio::test]
+async fn a_room_sender_that_leaves_mid_pipeline_still_publishes_what_was_stored() {
+    let server = server_without_user_send_limit().await;
+    let mut alice = server.login("alice").await;
+    let mut bob = server.login("bob").await;
+    assert_eq!(create(&mut alice, "lobby").await["code"], 0);
+    assert_eq!(join(&mut bob, "lobby").await["code"], 0);
+    for i in 0..80u64 {
+        send_room_nowait(&mut alice, "lobby", 1, &format!("m{i}"), i + 1).await;
+    }
+    // Gone without reading a single reply.
+    drop(alice);
+    let mut live = Vec::new();
+    while let Some(p) = bob
+        .try_push("receiveRoomMessage", Duration::from_millis(500))
+        .await
+    {
+        for m in p["data"]["messageList"].as_array().unwrap() {
+            live.push(m["message"].as_str().unwrap().to_owned());
+        }
+    }
+    let r = bob
+        .request(
+            "queryHistoryMessage",
+            json!({"conversationID": "lobby", "conversationType": 1, "config": {"count": 100, "reverse": false}}),
+        )
+        .await;
+    assert_eq!(r["code"], 0, "{r}");
+    let stored: Vec<String> = r["data"]["messageList"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["message"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        !stored.is_empty(),
+        "the server read some sends before the close"
+    );
+    assert_eq!(live, stored, "every stored message was published, in order");
+    let expected: Vec<String> = (0..stored.len()).map(|i| format!("m{i}")).collect();
+    assert_eq!(stored, expected, "stored in request order");
+    // The room's sequencer is not stuck: a new message still goes out.
+    let mut carol = server.login("carol").await;
+    assert_eq!(join(&mut carol, "lobby").await["code"], 0);
+    assert_eq!(
+        send_room(&mut carol, "lobby", 1, "after", 1, 1).await["code"],
+        0
+    );
+    let next = room_messages(&mut bob, 1).await;
+    assert_eq!(next[0]["message"], "after");
+}
+
 #[tokio::test]
 async fn members_paging_count_and_batched_events() {
     let server = TestServer::start().await;

@@ -944,6 +944,85 @@ pub async fn room_attribute_limits<S: Store>(store: &S) {
     assert_eq!(attributes(store, APP, "new").await.len(), 3);
 }
 
+/// A store that claims [`Store::appends_in_call_order`] keeps call order across
+/// room and peer appends started together: room seqs and inbox seqs both follow
+/// the order of the first polls.
+///
+/// # Panics
+/// When the order differs.
+pub async fn pipelined_room_appends_keep_call_order<S: Store>(store: &S) {
+    if !store.appends_in_call_order() {
+        return;
+    }
+    create(store, new_room(APP, "piped", "alice", 1_000)).await;
+    enum Pending<'a> {
+        Room(
+            std::task::Poll<Result<crate::AppendedRoom, RoomError>>,
+            std::pin::Pin<
+                Box<dyn Future<Output = Result<crate::AppendedRoom, RoomError>> + Send + 'a>,
+            >,
+        ),
+        Peer(
+            std::task::Poll<Result<crate::Appended, crate::StoreError>>,
+            std::pin::Pin<
+                Box<dyn Future<Output = Result<crate::Appended, crate::StoreError>> + Send + 'a>,
+            >,
+        ),
+    }
+    let mut pending = Vec::new();
+    // As in `pipelined_appends_keep_call_order`: more first polls than tokio's
+    // cooperative budget, then a yield.
+    for i in 0..300u64 {
+        if i == 250 {
+            tokio::task::yield_now().await;
+        }
+        let local = 5_000 + i;
+        if i % 3 == 0 {
+            let mut fut = store.append_peer(text("alice", "bob", local, 7_000));
+            let first =
+                std::future::poll_fn(|cx| std::task::Poll::Ready(fut.as_mut().poll(cx))).await;
+            pending.push((local, Pending::Peer(first, fut)));
+        } else {
+            let mut fut = store.append_room(room_text(APP, "piped", "alice", local, 7_000));
+            let first =
+                std::future::poll_fn(|cx| std::task::Poll::Ready(fut.as_mut().poll(cx))).await;
+            pending.push((local, Pending::Room(first, fut)));
+        }
+    }
+    let (mut room_seqs, mut inbox_seqs) = (Vec::new(), Vec::new());
+    for (local, p) in pending {
+        match p {
+            Pending::Room(first, fut) => {
+                let appended = match first {
+                    std::task::Poll::Ready(r) => r,
+                    std::task::Poll::Pending => fut.await,
+                }
+                .expect("room append");
+                assert_eq!(appended.message.local_message_id, local);
+                room_seqs.push(appended.message.seq);
+            }
+            Pending::Peer(first, fut) => {
+                let appended = match first {
+                    std::task::Poll::Ready(r) => r,
+                    std::task::Poll::Pending => fut.await,
+                }
+                .expect("peer append");
+                assert_eq!(appended.message.local_message_id, local);
+                inbox_seqs.push(appended.message.inbox_seq);
+            }
+        }
+    }
+    for (what, seqs) in [("room", room_seqs), ("inbox", inbox_seqs)] {
+        let mut sorted = seqs.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(
+            seqs, sorted,
+            "{what} seqs follow the order of the first polls: {seqs:?}"
+        );
+    }
+}
+
 /// Room messages: `NotFound`, `NotMember`, AppID 0 refused; seqs per room from 1;
 /// fields round-trip; a retry (even to another room, even after the sender left)
 /// returns the first message and writes nothing; local ids of peer and room messages
