@@ -93,9 +93,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     };
     let store = redact(&config.store);
     let broker = redact(&config.broker);
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
+    let listener = bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
     let server = Server::prepare(config, Options::default()).await?;
     println!(
@@ -157,4 +155,21 @@ async fn shutdown_signal() {
         () = term => {},
     }
     tracing::info!("shutdown requested");
+}
+
+/// Pending connections the kernel holds for `accept` (capped by
+/// `net.core.somaxconn`): a reconnect storm after a restart must not overflow the
+/// queue, or clients wait a second for their SYN to be retried.
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As std's bind: a restarted server can listen again at once.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }

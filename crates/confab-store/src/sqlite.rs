@@ -20,7 +20,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -41,9 +41,10 @@ mod rooms;
 /// The schema version this build creates and understands (`PRAGMA user_version`).
 const SCHEMA_VERSION: i64 = 2;
 
-/// How many idle read connections are kept open between reads; more are opened
-/// when reads overlap, and closed again afterwards.
-const MAX_IDLE_READERS: usize = 4;
+/// Most reads running at once, each on its own read connection (kept open
+/// between reads). More wait their turn: a login storm must not open hundreds of
+/// SQLite connections (each with its own page cache) on as many blocking threads.
+const MAX_READERS: usize = 4;
 
 /// Migrations, in order: `MIGRATIONS[i]` takes the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -316,6 +317,8 @@ impl SqliteStore {
             path: cfg.path.clone(),
             busy_timeout: cfg.busy_timeout,
             idle: Mutex::new(Vec::new()),
+            permits: Arc::new(tokio::sync::Semaphore::new(MAX_READERS)),
+            opened: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
         });
         // Fail now, not on the first read, if read connections cannot be opened.
@@ -377,6 +380,7 @@ impl SqliteStore {
 
     fn stop_accepting(&self) {
         self.readers.closed.store(true, Ordering::Release);
+        self.readers.permits.close();
         lock(&self.readers.idle).clear();
         if lock(&self.writer).take().is_some() {
             tracing::info!(path = %self.path.display(), "sqlite store closing");
@@ -435,10 +439,20 @@ impl SqliteStore {
         if self.readers.closed.load(Ordering::Acquire) {
             return Err(closed());
         }
-        let readers = Arc::clone(&self.readers);
-        tokio::task::spawn_blocking(move || readers.with(work))
+        // The permit goes with the blocking work, so a caller that stops
+        // waiting does not let another read start beside it.
+        let permit = Arc::clone(&self.readers.permits)
+            .acquire_owned()
             .await
-            .map_err(|e| StoreError::Unavailable(format!("{what}: the read task failed: {e}")))?
+            .map_err(|_| closed())?;
+        let readers = Arc::clone(&self.readers);
+        tokio::task::spawn_blocking(move || {
+            let result = readers.with(work);
+            drop(permit);
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("{what}: the read task failed: {e}")))?
     }
 }
 
@@ -1157,6 +1171,10 @@ struct Readers {
     path: PathBuf,
     busy_timeout: Duration,
     idle: Mutex<Vec<Connection>>,
+    /// One permit per read in progress (at most [`MAX_READERS`]).
+    permits: Arc<tokio::sync::Semaphore>,
+    /// Read connections opened so far.
+    opened: AtomicUsize,
     /// Set by close: no new reads, no connection kept.
     closed: AtomicBool,
 }
@@ -1170,6 +1188,7 @@ impl Readers {
         .map_err(db("open a read connection"))?;
         conn.busy_timeout(self.busy_timeout)
             .map_err(db("set busy_timeout on a read connection"))?;
+        self.opened.fetch_add(1, Ordering::Relaxed);
         Ok(conn)
     }
 
@@ -1195,7 +1214,7 @@ impl Readers {
             return;
         }
         let mut idle = lock(&self.idle);
-        if idle.len() < MAX_IDLE_READERS {
+        if idle.len() < MAX_READERS {
             idle.push(conn);
         }
     }
@@ -1359,6 +1378,32 @@ mod tests {
             async move { SqliteStore::open(SqliteConfig::new(path)).expect("open") }
         })
         .await;
+    }
+
+    /// A burst of reads shares at most `MAX_READERS` connections.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn overlapping_reads_share_a_bounded_set_of_connections() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(open(&dir));
+        store
+            .append_peer(msg("alice", "bob", 1))
+            .await
+            .expect("append");
+        let reads: Vec<_> = (0..200)
+            .map(|_| {
+                let store = Arc::clone(&store);
+                tokio::spawn(async move { store.inbox_after(1, "bob", 0, 10).await })
+            })
+            .collect();
+        for read in reads {
+            let page = read.await.expect("join").expect("read");
+            assert_eq!(page.messages.len(), 1);
+        }
+        let opened = store.readers.opened.load(Ordering::Relaxed);
+        assert!(
+            (1..=MAX_READERS).contains(&opened),
+            "{opened} read connections for 200 overlapping reads"
+        );
     }
 
     #[test]
