@@ -28,7 +28,7 @@ use confab_proto::frame::{
 use confab_store::{NewPeerMessage, StoredPeerMessage};
 use futures_util::StreamExt;
 use futures_util::stream::SplitStream;
-use tokio::time::{Instant, sleep_until};
+use tokio::time::Instant;
 
 mod rooms;
 
@@ -91,20 +91,22 @@ pub(crate) async fn run(shared: Arc<Shared>, socket: WebSocket) {
     let mut stream = stream;
     let ending = session.serve(&mut stream).await;
     let server_closed = ending.is_some();
-    session.finish(ending).await;
+    // Boxed, as what follows: the task's future is as large as its largest
+    // state, and it spends its life in `serve`.
+    Box::pin(session.finish(ending)).await;
     drop(session);
     let _ = writer.await;
     if server_closed {
         // Complete the closing handshake: read until the client's close frame (or a
         // short timeout), so the socket is not reset under data the client has not
         // read yet, such as the `disconnect` push that says why.
-        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        let _ = Box::pin(tokio::time::timeout(Duration::from_secs(2), async {
             while let Some(Ok(msg)) = stream.next().await {
                 if matches!(msg, Message::Close(_)) {
                     break;
                 }
             }
-        })
+        }))
         .await;
     }
 }
@@ -227,14 +229,21 @@ impl Session {
         Some((until(warn_ms), until(expire_ms)))
     }
 
+    /// Serves the connection until it ends. Every deadline (login, idle, ping,
+    /// token warning and expiry) shares one timer, set to the earliest: the
+    /// future that waits for an idle client stays small.
     async fn serve(&mut self, stream: &mut SplitStream<WebSocket>) -> Ending {
-        let limits = self.shared.config.limits.clone();
-        let login_deadline = Instant::now() + Duration::from_secs(limits.login_timeout_secs);
-        let idle_timeout = Duration::from_secs(limits.idle_timeout_secs);
-        let idle = tokio::time::sleep(idle_timeout);
-        tokio::pin!(idle);
+        let limits = &self.shared.config.limits;
+        let login_timeout_secs = limits.login_timeout_secs;
+        let idle_timeout_secs = limits.idle_timeout_secs;
+        let max_frame_bytes = limits.max_frame_bytes;
         let ping_every = Duration::from_secs(limits.ping_interval_secs);
-        let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
+        let idle_timeout = Duration::from_secs(idle_timeout_secs);
+        let login_deadline = Instant::now() + Duration::from_secs(login_timeout_secs);
+        let mut idle_at = Instant::now() + idle_timeout;
+        let mut ping_at = Instant::now() + ping_every;
+        let timer = tokio::time::sleep_until(ping_at);
+        tokio::pin!(timer);
         let mut shutdown = self.shared.shutdown.clone();
         if *shutdown.borrow() {
             return Some((
@@ -244,10 +253,21 @@ impl Session {
         }
         loop {
             let logged_in = self.login.is_some();
-            let (warn_at, expire_at) = self
-                .token_deadlines()
-                .unwrap_or((login_deadline, login_deadline));
             let warned = self.login.as_ref().is_some_and(|l| l.warned);
+            // Token deadlines only while logged in; the login deadline before.
+            let (warn_at, expire_at) = self.token_deadlines().unwrap_or((idle_at, idle_at));
+            let mut wake = idle_at.min(ping_at);
+            if !logged_in {
+                wake = wake.min(login_deadline);
+            } else {
+                if !warned {
+                    wake = wake.min(warn_at);
+                }
+                wake = wake.min(expire_at);
+            }
+            if timer.deadline() != wake {
+                timer.as_mut().reset(wake);
+            }
             let has_appends = !self.appends.get().is_empty();
             tokio::select! {
                 biased;
@@ -273,14 +293,14 @@ impl Session {
                     return Some((DisconnectReason::ServerShutdown, "the server is shutting down; reconnect".into()));
                 }
                 msg = stream.next() => {
-                    idle.as_mut().reset(Instant::now() + idle_timeout);
+                    idle_at = Instant::now() + idle_timeout;
                     match msg {
                         None | Some(Ok(Message::Close(_))) => return None,
                         Some(Err(e)) => {
                             let text = e.to_string();
                             if text.contains("too long") || text.contains("Space limit") {
                                 return Some((DisconnectReason::FrameTooLarge, format!(
-                                    "a frame exceeded the limit of {} bytes", limits.max_frame_bytes
+                                    "a frame exceeded the limit of {max_frame_bytes} bytes"
                                 )));
                             }
                             tracing::debug!(session = self.id, error = %text, "read failed");
@@ -306,32 +326,36 @@ impl Session {
                         return Some(end);
                     }
                 }
-                _ = ping.tick() => {
-                    self.outbox.ping();
-                    self.events_rx.shrink_if_empty(0);
-                }
-                () = &mut idle => {
-                    return Some((DisconnectReason::HeartbeatTimeout, format!(
-                        "nothing heard from the client for {} s", limits.idle_timeout_secs
-                    )));
-                }
-                () = sleep_until(login_deadline), if !logged_in => {
-                    return Some((DisconnectReason::LoginTimeout, format!(
-                        "no login within {} s of connecting", limits.login_timeout_secs
-                    )));
-                }
-                () = sleep_until(warn_at), if logged_in && !warned => {
-                    let left = self.login.as_ref().map_or(0, |l| l.token_expire - self.shared.clock.now_secs());
-                    let push = Push::TokenWillExpire(TokenWillExpire { second: u64::try_from(left).unwrap_or(0) });
-                    if self.push(&push, Class::Reply).is_err() {
-                        return slow();
+                () = &mut timer => {
+                    let now = Instant::now();
+                    if now >= ping_at {
+                        self.outbox.ping();
+                        self.events_rx.shrink_if_empty(0);
+                        ping_at = now + ping_every;
                     }
-                    if let Some(l) = self.login.as_mut() {
-                        l.warned = true;
+                    if now >= idle_at {
+                        return Some((DisconnectReason::HeartbeatTimeout, format!(
+                            "nothing heard from the client for {idle_timeout_secs} s"
+                        )));
                     }
-                }
-                () = sleep_until(expire_at), if logged_in => {
-                    return Some((DisconnectReason::TokenExpired, "the token expired; log in again with a new token".into()));
+                    if !logged_in && now >= login_deadline {
+                        return Some((DisconnectReason::LoginTimeout, format!(
+                            "no login within {login_timeout_secs} s of connecting"
+                        )));
+                    }
+                    if logged_in && !warned && now >= warn_at {
+                        let left = self.login.as_ref().map_or(0, |l| l.token_expire - self.shared.clock.now_secs());
+                        let push = Push::TokenWillExpire(TokenWillExpire { second: u64::try_from(left).unwrap_or(0) });
+                        if self.push(&push, Class::Reply).is_err() {
+                            return slow();
+                        }
+                        if let Some(l) = self.login.as_mut() {
+                            l.warned = true;
+                        }
+                    }
+                    if logged_in && now >= expire_at {
+                        return Some((DisconnectReason::TokenExpired, "the token expired; log in again with a new token".into()));
+                    }
                 }
             }
         }
