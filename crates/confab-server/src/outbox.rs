@@ -193,7 +193,8 @@ impl Outbox {
     }
 }
 
-/// Room kept in an empty queue between bursts; more is given back.
+/// Room kept in an empty queue between bursts; more is given back, and all of it
+/// once a ping went out with nothing else (the connection is idle).
 const KEEP_IDLE_SLOTS: usize = 8;
 
 async fn writer(
@@ -210,7 +211,9 @@ async fn writer(
     let written = async {
         'outer: while let Some(first) = rx.recv().await {
             let mut next = Some(first);
+            let mut only_pings = true;
             while let Some(item) = next.take() {
+                only_pings &= matches!(item, Out::Ping);
                 let msg = match item {
                     Out::Text(text) => {
                         shared.bytes.fetch_sub(text.len(), Ordering::Relaxed);
@@ -230,7 +233,7 @@ async fn writer(
             if sink.flush().await.is_err() {
                 break;
             }
-            rx.shrink_if_empty(KEEP_IDLE_SLOTS);
+            rx.shrink_if_empty(if only_pings { 0 } else { KEEP_IDLE_SLOTS });
         }
         false
     };
