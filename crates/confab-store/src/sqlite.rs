@@ -1132,10 +1132,16 @@ fn open_writer(cfg: &SqliteConfig) -> Result<Connection, StoreError> {
     // temp_store = MEMORY: every request runs in its own savepoint, and a
     // savepoint's sub-journal would otherwise be a temporary file written page by
     // page (with it on disk, 28 % of the writer's time went to those writes).
+    // wal_autocheckpoint = 4000 pages (16 MB of WAL, default 1000): the hot pages
+    // (counters, index leaves) are copied back once per checkpoint, so fewer,
+    // larger checkpoints copy less (durable peer sends: ~+13 %).
     conn.execute_batch(&format!(
-        "PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY;"
+        "PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY;
+         PRAGMA wal_autocheckpoint = 4000;"
     ))
-    .map_err(what("set synchronous, foreign_keys and temp_store"))?;
+    .map_err(what(
+        "set synchronous, foreign_keys, temp_store and wal_autocheckpoint",
+    ))?;
     migrate(&conn).map_err(|e| match e {
         StoreError::Unavailable(m) => {
             StoreError::Unavailable(format!("sqlite {}: {m}", cfg.path.display()))
