@@ -168,7 +168,9 @@ fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> 
     } else {
         tokio::net::TcpSocket::new_v6()?
     };
-    // As std's bind: a restarted server can listen again at once.
+    // As std's bind on Unix: a restarted server can listen again at once (on
+    // Windows the option would let another process take the port).
+    #[cfg(unix)]
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)

@@ -24,8 +24,8 @@ struct RoomSeqState {
     next_ticket: u64,
     /// Tickets of appends started on this node and not yet finished.
     unfinished: std::collections::BTreeSet<u64>,
-    /// Appended messages waiting to be published, by seq, each with its gate: it
-    /// may go once every ticket below the gate has finished (see
+    /// Appended messages waiting to be published, by seq, each with the ticket
+    /// this node would have given next when its append finished (see
     /// [`Sequencer::finish`]).
     pending: BTreeMap<u64, (u64, Bytes)>,
     /// The newest seq published from this node (or known when the state was made).
@@ -74,10 +74,9 @@ impl Sequencer {
     }
 
     /// Registers an append and starts it: `start` makes the append's future for
-    /// its ticket, and that future is polled once while the room's state is
-    /// locked, so this node queues a room's appends with the store in ticket
-    /// order. `head` is the room's current seq head, used if this node has no
-    /// state for the room yet.
+    /// its ticket, and that future is polled once (an append queues itself with
+    /// the store on its first poll). `head` is the room's current seq head, used
+    /// if this node has no state for the room yet.
     ///
     /// Await the started future, then hand its result to [`Sequencer::finish`]
     /// with the ticket.
@@ -124,11 +123,12 @@ impl Sequencer {
     ///
     /// Invariant: a message is published only after every append of this node that
     /// could still get a lower seq has finished, so this node's publications of a
-    /// room are in seq order — whatever other nodes append meanwhile (their seqs
-    /// leave gaps here, which never hold anything back). With a store that applies
-    /// appends in call order (`Store::appends_in_call_order`) those are the appends
-    /// with lower tickets ([`Sequencer::start`] queues them in ticket order);
-    /// otherwise every append started before this one finished.
+    /// room are in seq order. With a store this node writes alone
+    /// (`Store::single_node`) a room's seqs have no gaps, so seq `s` goes right
+    /// after `s - 1`, whatever order the appends ran in. With a shared store,
+    /// other nodes' seqs leave gaps here, so a message waits instead until every
+    /// append of this node started before it finished (those started later get
+    /// higher seqs: this one was already committed).
     pub(crate) async fn finish(
         &self,
         shared: &Shared,
@@ -140,16 +140,20 @@ impl Sequencer {
         let mut st = state.lock().await;
         st.unfinished.remove(&ticket.0);
         if let Some((seq, envelope)) = published {
-            let below = if shared.store.appends_in_call_order() {
-                ticket.0
-            } else {
-                st.next_ticket
-            };
+            let below = st.next_ticket;
             st.pending.insert(seq, (below, envelope));
         }
+        let gapless = shared.store.single_node();
         let topic = room_topic(key.0, &key.1);
-        while let Some((_, (below, _))) = st.pending.first_key_value() {
-            if st.unfinished.first().is_some_and(|t| t < below) {
+        while let Some((&seq, (below, _))) = st.pending.first_key_value() {
+            let held = if gapless {
+                // A gap with no append of this node unfinished cannot fill (a head
+                // read just before another session's publication): go on.
+                seq > st.last_published + 1 && !st.unfinished.is_empty()
+            } else {
+                st.unfinished.first().is_some_and(|t| t < below)
+            };
+            if held {
                 break;
             }
             let Some((seq, (_, envelope))) = st.pending.pop_first() else {

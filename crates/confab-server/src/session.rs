@@ -2,9 +2,10 @@
 //! heartbeats, requests, and delivery of what the hub hands it.
 //!
 //! A session is one task that owns the read half of the socket and a [`Outbox`]
-//! feeding the writer task. Requests are handled in order; a durable send holds
-//! the session until the store has committed it, which is what makes the reply an
-//! acknowledgement.
+//! feeding the writer task. Requests are answered in order; a durable send is
+//! answered only after the store has committed it, which is what makes the reply
+//! an acknowledgement (with a store that keeps call order, up to 64 of them are
+//! in flight at once, and any other request waits for them).
 //!
 //! Invariant: a session delivers stored peer messages to its client in inbox order,
 //! each once: live publications below the delivered position are skipped, and a
@@ -87,6 +88,7 @@ pub(crate) async fn run(shared: Arc<Shared>, socket: WebSocket) {
         pending_end: None,
         login_ms: 0,
         appends: Appends::default(),
+        pipelined_room: None,
     };
     let mut stream = stream;
     let ending = session.serve(&mut stream).await;
@@ -132,6 +134,8 @@ struct Session {
     /// applies appends in call order, a session starts the next append before
     /// the last one commits, and answers them in order as they complete.
     appends: Appends,
+    /// The room of the newest stored room send started (see `send_room`).
+    pipelined_room: Option<String>,
 }
 
 /// The appends in flight. Only ever used through `&mut`, so the session stays
@@ -292,6 +296,14 @@ impl Session {
                 _ = shutdown.changed() => {
                     return Some((DisconnectReason::ServerShutdown, "the server is shutting down; reconnect".into()));
                 }
+                // Before new requests: other senders' room messages may wait for
+                // these to be published.
+                done = next_append(self.appends.get()), if has_appends => {
+                    self.appends.get().pop_front();
+                    if let Some(end) = Box::pin(self.finish_append(done)).await {
+                        return Some(end);
+                    }
+                }
                 msg = stream.next() => {
                     idle_at = Instant::now() + idle_timeout;
                     match msg {
@@ -318,12 +330,6 @@ impl Session {
                                 "binary frames are not part of the protocol; send JSON text frames".into()));
                         }
                         Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                    }
-                }
-                done = next_append(self.appends.get()), if has_appends => {
-                    self.appends.get().pop_front();
-                    if let Some(end) = Box::pin(self.finish_append(done)).await {
-                        return Some(end);
                     }
                 }
                 () = &mut timer => {
@@ -389,7 +395,9 @@ impl Session {
         let frame = match RequestFrame::decode(text) {
             Ok(frame) => frame,
             Err(e) => {
-                return self.error(e.id.unwrap_or(0), ErrorCode::ParamInvalid, e.to_string());
+                return self
+                    .error_after_appends(e.id.unwrap_or(0), ErrorCode::ParamInvalid, e.to_string())
+                    .await;
             }
         };
         let id = frame.id;

@@ -68,6 +68,7 @@ where
     check!(room_attribute_limits);
     check!(room_messages_seq_dedup_and_membership);
     check!(pipelined_room_appends_keep_call_order);
+    check!(single_node_room_seqs_have_no_gaps);
     check!(room_seqs_continue_after_destroy);
     check!(room_members_expire_and_rooms_destroy);
     check!(history_pages_peer_conversations);

@@ -172,11 +172,21 @@ pub trait Store: Send + Sync + 'static {
     /// Whether appends are applied in the order their futures were first polled.
     ///
     /// When `true`, a caller may start several [`Store::append_peer`] and
-    /// [`Store::append_room`] calls, poll each once in turn and await them later:
-    /// the store applies them, and assigns inbox and room seqs, in that order (a
-    /// session pipelines one sender's messages this way). When `false`
-    /// (the default), only appends awaited one after another are ordered.
+    /// [`Store::append_room`] calls, poll each once in turn, and then await them
+    /// in that same order: the store applies them, and assigns inbox and room
+    /// seqs, in that order (a session pipelines one sender's messages this way).
+    /// When `false` (the default), only appends awaited one after another are
+    /// ordered. Nothing is promised between callers.
     fn appends_in_call_order(&self) -> bool {
+        false
+    }
+
+    /// Whether this process is the store's only writer (an embedded database):
+    /// then every room seq is assigned by this process's appends and a room's
+    /// seqs have no gaps — its next message gets the head + 1, and duplicates and
+    /// refused appends take no seq. `false` (the default) for a store that
+    /// several nodes share.
+    fn single_node(&self) -> bool {
         false
     }
 

@@ -952,6 +952,16 @@ impl Session {
         // Text: stored, then published in seq order (see `rooms::Sequencer`).
         let pipelined = self.shared.store.appends_in_call_order();
         if pipelined {
+            // Sends to another room wait for this session's appends first: the
+            // room's lock may be held a while (a member joining with a long
+            // catch-up), and appends left unfinished meanwhile would hold back
+            // every other sender's messages in their room.
+            if self.pipelined_room.as_deref() != Some(req.room_id.as_str()) {
+                if let Some(end) = self.drain_appends().await {
+                    return Some(end);
+                }
+                self.pipelined_room = Some(req.room_id.clone());
+            }
             if let Some(end) = self.room_for_append().await {
                 return Some(end);
             }

@@ -96,6 +96,9 @@ impl Store for FlakyStore {
     fn appends_in_call_order(&self) -> bool {
         self.inner.appends_in_call_order()
     }
+    fn single_node(&self) -> bool {
+        self.inner.single_node()
+    }
     async fn inbox_after(
         &self,
         a: u32,

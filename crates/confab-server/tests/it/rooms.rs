@@ -302,6 +302,69 @@ async fn pipelined_room_sends_keep_request_order_for_replies_and_members() {
     assert_eq!(got.iter().filter(|m| m["type"] == 2).count(), 1);
 }
 
+/// Several sessions pipelining into one room while the store's writer queue is
+/// full (2 slots): appends reach the store in an order no session controls, and
+/// members still get the room in seq order, every sender's messages in send
+/// order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_pipelined_senders_with_a_full_store_queue_keep_seq_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = confab_store::SqliteStore::open(confab_store::SqliteConfig {
+        queue: 2,
+        ..confab_store::SqliteConfig::new(dir.path().join("confab.db"))
+    })
+    .unwrap();
+    let options = Options {
+        store: Some(std::sync::Arc::new(store)),
+        ..Options::default()
+    };
+    let server = TestServer::start_in(
+        dir.path(),
+        |c| {
+            c.limits.user_send_rate = 10_000;
+            c.limits.user_send_burst = 10_000;
+        },
+        options,
+    )
+    .await;
+    let mut owner = server.login("owner").await;
+    assert_eq!(create(&mut owner, "lobby").await["code"], 0);
+    let names = ["s0", "s1", "s2", "s3"];
+    let mut senders = Vec::new();
+    for name in names {
+        let mut c = server.login(name).await;
+        assert_eq!(join(&mut c, "lobby").await["code"], 0);
+        senders.push(c);
+    }
+    const EACH: u64 = 100;
+    for i in 0..EACH {
+        for (s, c) in senders.iter_mut().enumerate() {
+            send_room_nowait(c, "lobby", 1, &format!("{s}:{i}"), i + 1).await;
+        }
+    }
+    for c in &mut senders {
+        for _ in 0..EACH {
+            let r = c.next_reply().await;
+            assert_eq!(r["code"], 0, "{r}");
+        }
+    }
+    let got = room_messages(&mut owner, 4 * EACH as usize).await;
+    let seqs: Vec<u64> = got
+        .iter()
+        .map(|m| m["conversationSeq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, (1..=4 * EACH).collect::<Vec<_>>(), "seq order");
+    for s in 0..names.len() {
+        let mine: Vec<&str> = got
+            .iter()
+            .map(|m| m["message"].as_str().unwrap())
+            .filter(|t| t.starts_with(&format!("{s}:")))
+            .collect();
+        let expected: Vec<String> = (0..EACH).map(|i| format!("{s}:{i}")).collect();
+        assert_eq!(mine, expected, "sender {s} in send order");
+    }
+}
+
 #[tokio::test]
 async fn a_room_sender_that_leaves_mid_pipeline_still_publishes_what_was_stored() {
     let server = server_without_user_send_limit().await;

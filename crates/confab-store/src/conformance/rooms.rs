@@ -944,6 +944,36 @@ pub async fn room_attribute_limits<S: Store>(store: &S) {
     assert_eq!(attributes(store, APP, "new").await.len(), 3);
 }
 
+/// A store that claims [`Store::single_node`] numbers a room's messages without
+/// gaps: retries and refused appends take no seq.
+///
+/// # Panics
+/// When a seq is skipped.
+pub async fn single_node_room_seqs_have_no_gaps<S: Store>(store: &S) {
+    if !store.single_node() {
+        return;
+    }
+    create(store, new_room(APP, "gapless", "alice", 1_000)).await;
+    let mut seqs = Vec::new();
+    for i in 0..20u64 {
+        let m = append_room(store, room_text(APP, "gapless", "alice", 100 + i, 2_000)).await;
+        seqs.push(m.seq);
+        let retry = store
+            .append_room(room_text(APP, "gapless", "alice", 100 + i, 2_000))
+            .await
+            .expect("retry");
+        assert!(retry.duplicate, "a retry is a duplicate");
+        let refused = store
+            .append_room(room_text(APP, "gapless", "mallory", 500 + i, 2_000))
+            .await;
+        assert!(
+            matches!(refused, Err(RoomError::NotMember)),
+            "an outsider: {refused:?}"
+        );
+    }
+    assert_eq!(seqs, (1..=20).collect::<Vec<u64>>(), "no gaps");
+}
+
 /// A store that claims [`Store::appends_in_call_order`] keeps call order across
 /// room and peer appends started together: room seqs and inbox seqs both follow
 /// the order of the first polls.
