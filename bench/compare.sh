@@ -41,6 +41,9 @@ SECRET=fa94dd0f974cf2e293728a526b028271
 CONFAB_ENV=(CONFAB_LIMITS_USER_SEND_RATE=1000000 CONFAB_LIMITS_USER_SEND_BURST=1000000
     CONFAB_LIMITS_APP_SEND_RATE=1000000)
 STARTED=$(date +%s)
+# The revision measured (before this run rewrites bench/results/).
+REV="$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')"
+if [[ -n "$(cd "$ROOT" && git status --porcelain 2>/dev/null | head -1)" ]]; then REV="$REV+changes"; fi
 
 for tool in cargo node npm; do
     command -v "$tool" >/dev/null || { echo "compare.sh: $tool is required" >&2; exit 1; }
@@ -208,8 +211,6 @@ both peer --pairs "$PEER_GOAL_PAIRS" --window "$PEER_GOAL_WINDOW" --duration "$S
 ELAPSED=$(( $(date +%s) - STARTED ))
 CPU_MODEL="$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ *//')"
 MEM_GIB="$(awk '/MemTotal/ {printf "%.0f", $2 / 1048576}' /proc/meminfo 2>/dev/null)"
-REV="$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')"
-if [[ -n "$(cd "$ROOT" && git status --porcelain 2>/dev/null | head -1)" ]]; then REV="$REV+changes"; fi
 MACHINE="$(nproc) CPUs ($CPU_MODEL), ${MEM_GIB} GiB, $(uname -sr), node $(node --version)"
 
 node - "$JSONL" "$MD" "$MACHINE" "$REV" "$COMMANDS" "$NOTE" "${CONFAB_ENV[*]}" "$PEER_GOAL_PAIRS" "$PEER_GOAL_WINDOW" <<'EOF'
