@@ -304,7 +304,8 @@ fn draw(rows: &[Value], output: &Path, subtitle: Option<&str>) -> anyhow::Result
                 .map(|g| g.goal_throughput.map(|v| (v, format!("≥ {}", si(v)))))
                 .collect(),
             fmt: si,
-            legend: SeriesLabelPosition::UpperLeft,
+            // Upper right: the tall fan-out bars sit on the left.
+            legend: SeriesLabelPosition::UpperRight,
         },
     )?;
     bars(
@@ -346,7 +347,7 @@ fn draw(rows: &[Value], output: &Path, subtitle: Option<&str>) -> anyhow::Result
     bars(
         &row2,
         &Bars {
-            title: "Latency, send → delivery (peer: send → ack), ms, log scale; overload runs left out",
+            title: "Latency, send → delivery (peer: send → ack), ms, log scale; loads that overload every server left out",
             y_desc: "ms",
             log: true,
             labels: lat_groups.iter().map(|g| g.label.clone()).collect(),
