@@ -123,12 +123,12 @@ impl Sequencer {
     ///
     /// Invariant: a message is published only after every append of this node that
     /// could still get a lower seq has finished, so this node's publications of a
-    /// room are in seq order. With a store this node writes alone
-    /// (`Store::single_node`) a room's seqs have no gaps, so seq `s` goes right
-    /// after `s - 1`, whatever order the appends ran in. With a shared store,
-    /// other nodes' seqs leave gaps here, so a message waits instead until every
-    /// append of this node started before it finished (those started later get
-    /// higher seqs: this one was already committed).
+    /// room are in seq order: a message waits until every append of this node
+    /// started before it finished (those started later get higher seqs: this one
+    /// was already committed); other nodes' seqs leave gaps here, which never hold
+    /// anything back. With a store this node writes alone (`Store::single_node`)
+    /// a room's seqs have no gaps, so seq `s` goes right after `s - 1` without that
+    /// wait, whatever order the appends ran in.
     pub(crate) async fn finish(
         &self,
         shared: &Shared,
@@ -146,13 +146,13 @@ impl Sequencer {
         let gapless = shared.store.single_node();
         let topic = room_topic(key.0, &key.1);
         while let Some((&seq, (below, _))) = st.pending.first_key_value() {
-            let held = if gapless {
-                // A gap with no append of this node unfinished cannot fill (a head
-                // read just before another session's publication): go on.
-                seq > st.last_published + 1 && !st.unfinished.is_empty()
-            } else {
-                st.unfinished.first().is_some_and(|t| t < below)
-            };
+            // Every append that could still take a lower seq started before this
+            // one finished; once those are done nothing lower can come.
+            let waits = st.unfinished.first().is_some_and(|t| t < below);
+            // Without gaps the next seq needs no wait (the common case, and any
+            // order of the appends); a gap (another process wrote the file, a
+            // commit whose answer was lost) falls back to the wait above.
+            let held = waits && !(gapless && seq <= st.last_published + 1);
             if held {
                 break;
             }

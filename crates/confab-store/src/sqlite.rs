@@ -3,7 +3,8 @@
 //! Writes go to ONE writer thread that owns the only write connection. Callers put a
 //! request on a bounded queue and await a oneshot reply; the writer takes up to
 //! `max_batch` queued requests, runs them in one transaction (each inside its own
-//! SAVEPOINT, so a failing request fails alone), commits — with `synchronous=FULL`
+//! SAVEPOINT, so a failing request fails alone; message appends, which refuse
+//! before they write, without one — see [`Savepoint`]), commits — with `synchronous=FULL`
 //! the commit is the fsync — and only then answers every request of the batch. That
 //! is group commit: under load one fsync acknowledges many writes, and nothing is
 //! ever acknowledged from memory. Because one thread does every write, sequence
@@ -195,8 +196,11 @@ pub struct SqliteConfig {
     pub path: PathBuf,
     /// The most write requests committed in one transaction (one fsync). Default 256.
     pub max_batch: usize,
-    /// Capacity of the writer's request queue. When it is full, writers wait
-    /// (asynchronously) for room instead of failing. Default 8192.
+    /// Requests the writer's queue holds before further writes wait
+    /// (asynchronously) for room instead of failing. Message appends never wait
+    /// (a caller's appends must reach the queue in call order,
+    /// `Store::appends_in_call_order`); they are bounded by their callers (a
+    /// session keeps at most 64 in flight) and the send rate limits. Default 8192.
     pub queue: usize,
     /// `PRAGMA synchronous=FULL` (default `true`): every commit is fsync'd, so an
     /// acknowledged write survives a power loss. `false` selects `NORMAL`, which in
@@ -259,6 +263,13 @@ pub struct WriterStats {
     pub largest_batch: u64,
 }
 
+/// See [`SqliteStore::queued`].
+#[derive(Debug, Default)]
+struct Queued {
+    jobs: AtomicUsize,
+    taken: tokio::sync::Notify,
+}
+
 #[derive(Debug, Default)]
 struct Counters {
     commits: AtomicU64,
@@ -275,7 +286,12 @@ struct Counters {
 pub struct SqliteStore {
     path: PathBuf,
     /// The writer's queue; `None` once the store is closed.
-    writer: Mutex<Option<mpsc::Sender<Box<dyn Job>>>>,
+    writer: Mutex<Option<mpsc::UnboundedSender<Box<dyn Job>>>>,
+    /// Jobs queued for the writer and not yet taken, and the wake-up for writes
+    /// waiting for that to drop under `queue_limit`.
+    queued: Arc<Queued>,
+    /// `SqliteConfig::queue`.
+    queue_limit: usize,
     /// The writer thread, joined on drop.
     writer_thread: Mutex<Option<JoinHandle<()>>>,
     /// Becomes `true` (or its sender is dropped) when the writer thread has stopped.
@@ -329,7 +345,9 @@ impl SqliteStore {
         let first_reader = readers.open()?;
         readers.put_back(first_reader);
 
-        let (tx, rx) = mpsc::channel(cfg.queue);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(Queued::default());
+        let writer_queued = Arc::clone(&queued);
         let (done_tx, done_rx) = watch::channel(false);
         let stats = Arc::new(Counters::default());
         let thread_stats = Arc::clone(&stats);
@@ -337,7 +355,7 @@ impl SqliteStore {
         let handle = std::thread::Builder::new()
             .name("confab-store-writer".into())
             .spawn(move || {
-                writer_loop(conn, rx, max_batch, &thread_stats);
+                writer_loop(conn, rx, &writer_queued, max_batch, &thread_stats);
                 done_tx.send_replace(true);
             })
             .map_err(|e| StoreError::Unavailable(format!("cannot start the writer thread: {e}")))?;
@@ -345,6 +363,8 @@ impl SqliteStore {
         Ok(Self {
             path: cfg.path,
             writer: Mutex::new(Some(tx)),
+            queued,
+            queue_limit: cfg.queue,
             writer_thread: Mutex::new(Some(handle)),
             writer_done: done_rx,
             readers,
@@ -448,20 +468,38 @@ impl SqliteStore {
             result: None,
             reply,
         });
-        // Unconstrained: tokio's cooperative budget must not turn the first poll
-        // into a Pending that has not queued the job, or a later call could
-        // overtake this one (`Store::appends_in_call_order`). The first poll
-        // either queues the job or takes its place in the channel's FIFO of
-        // waiting senders.
-        tokio::task::unconstrained(sender.send(job))
-            .await
-            .map_err(|_| {
-                StoreError::Unavailable(format!("{what}: the store writer has stopped"))
-            })?;
+        // An append is queued by its first poll, with no await before it, so a
+        // caller's appends reach the writer in call order
+        // (`Store::appends_in_call_order`); a bounded channel could not promise
+        // that once full (a freed slot goes to whichever waiting sender is polled
+        // first). Other writes wait while the queue is over its limit.
+        if savepoint == Savepoint::Own {
+            self.room_in_queue().await;
+        }
+        self.queued.jobs.fetch_add(1, Ordering::AcqRel);
+        if sender.send(job).is_err() {
+            self.queued.jobs.fetch_sub(1, Ordering::AcqRel);
+            return Err(
+                StoreError::Unavailable(format!("{what}: the store writer has stopped")).into(),
+            );
+        }
         drop(sender);
         answer.await.map_err(|_| {
             StoreError::Unavailable(format!("{what}: the store writer stopped before answering"))
         })?
+    }
+
+    /// Waits until the writer's queue holds fewer than `queue_limit` jobs.
+    async fn room_in_queue(&self) {
+        loop {
+            let taken = self.queued.taken.notified();
+            tokio::pin!(taken);
+            taken.as_mut().enable();
+            if self.queued.jobs.load(Ordering::Acquire) < self.queue_limit {
+                return;
+            }
+            taken.await;
+        }
     }
 
     /// Runs `work` on a read connection, on tokio's blocking pool.
@@ -680,8 +718,9 @@ impl Store for SqliteStore {
         .await
     }
 
-    // ---- Rooms: each write is one request of the group commit (its own savepoint),
-    // each read one read connection; the SQL is in `rooms`.
+    // ---- Rooms: each write is one request of the group commit (in its own
+    // savepoint, but for `append_room`), each read one read connection; the SQL
+    // is in `rooms`.
 
     async fn create_room(
         &self,
@@ -1270,7 +1309,6 @@ impl Readers {
 // ---------------------------------------------------------------------------------
 // The writer thread
 
-/// One queued write request, type-erased so that one queue carries every kind.
 /// How a request is isolated inside its batch's transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Savepoint {
@@ -1281,6 +1319,7 @@ enum Savepoint {
     None,
 }
 
+/// One queued write request, type-erased so that one queue carries every kind.
 trait Job: Send {
     /// How this request is isolated.
     fn savepoint(&self) -> Savepoint;
@@ -1336,7 +1375,8 @@ where
 
 fn writer_loop(
     conn: Connection,
-    mut queue: mpsc::Receiver<Box<dyn Job>>,
+    mut queue: mpsc::UnboundedReceiver<Box<dyn Job>>,
+    queued: &Queued,
     max_batch: usize,
     stats: &Counters,
 ) {
@@ -1350,6 +1390,8 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
+        queued.jobs.fetch_sub(batch.len(), Ordering::AcqRel);
+        queued.taken.notify_waiters();
         commit_batch(&conn, &mut batch, stats);
     }
     if let Err((_, e)) = conn.close() {
@@ -1386,8 +1428,8 @@ fn commit_batch(conn: &Connection, batch: &mut Vec<Box<dyn Job>>, stats: &Counte
 }
 
 /// Runs one statement without results through the statement cache: the writer
-/// opens and ends a savepoint per request, and parsing those each time cost more
-/// than many a request.
+/// begins and commits every batch and opens and ends a savepoint for most
+/// requests, and parsing those each time cost more than many a request.
 fn exec_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
@@ -1743,7 +1785,7 @@ mod tests {
         loop {
             let queued = lock(&store.writer)
                 .as_ref()
-                .map_or(0, |tx| tx.max_capacity() - tx.capacity());
+                .map_or(0, |_| store.queued.jobs.load(Ordering::Acquire));
             if queued >= n {
                 return;
             }
@@ -1851,6 +1893,48 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         (go_tx, blocker)
+    }
+
+    /// Appends are queued by their first poll even past the queue's limit, so
+    /// they reach the writer in call order; other writes wait for room.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn appends_queue_in_call_order_past_the_limit_other_writes_wait() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(
+            SqliteStore::open(SqliteConfig {
+                queue: 1,
+                ..SqliteConfig::new(dir.path().join("confab.db"))
+            })
+            .expect("open"),
+        );
+        let (go, blocker) = hold_writer(&store).await;
+        let mut appends = Vec::new();
+        for i in 1..=5 {
+            let mut append = store.append_peer(msg("a", "b", i));
+            let first =
+                std::future::poll_fn(|cx| std::task::Poll::Ready(append.as_mut().poll(cx))).await;
+            assert!(first.is_pending(), "the writer is held");
+            appends.push(append);
+        }
+        assert_eq!(store.queued.jobs.load(Ordering::Acquire), 5);
+        let other = tokio::spawn({
+            let store = Arc::clone(&store);
+            async move { store.touch_user(1, "c", "C", 1_000).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !other.is_finished(),
+            "a write that is not an append waits for room"
+        );
+        assert_eq!(store.queued.jobs.load(Ordering::Acquire), 5);
+        go.send(()).expect("release the writer");
+        blocker.await.expect("join").expect("blocker");
+        let mut seqs = Vec::new();
+        for append in appends {
+            seqs.push(append.await.expect("append").message.inbox_seq);
+        }
+        assert_eq!(seqs, [1, 2, 3, 4, 5], "call order");
+        other.await.expect("join").expect("touch user");
     }
 
     /// Appends run without savepoints: one that refuses before writing (a room

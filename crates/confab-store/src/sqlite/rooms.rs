@@ -1,7 +1,9 @@
 //! The rooms half of [`SqliteStore`](super::SqliteStore): rooms, members and
 //! attributes, room messages, and the history of peer and room conversations. Writes
 //! run on the writer thread inside their request's savepoint, so an `Err` from any
-//! of them undoes everything it did (checks and changes are one atomic step).
+//! of them undoes everything it did (checks and changes are one atomic step) —
+//! but for [`append_room`], which runs without one and refuses (duplicate, no
+//! room, not a member) before its first write.
 //!
 //! How this store reads the trait's contract where the contract leaves room:
 //! - A room row exists from create until [`destroy_empty_rooms`] removes it, empty
