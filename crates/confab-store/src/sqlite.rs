@@ -437,8 +437,10 @@ impl SqliteStore {
     /// savepoint of its own (copying the batch's hot pages into one per message
     /// was a large part of the writer's time). `work` must find every reason to
     /// refuse (a duplicate, a missing room or membership) before it writes; if it
-    /// still fails after writing, the whole batch is rolled back and every
-    /// request in it fails (clients retry with the same localMessageID).
+    /// still fails after writing (an I/O-class error), the whole batch is rolled
+    /// back and every request in it fails; clients retry with the same
+    /// localMessageID, so a pipelining sender's retried message may then be
+    /// stored after its next one, which had gone into the following batch.
     async fn submit_append<T, E, F>(&self, what: &'static str, work: F) -> Result<T, E>
     where
         T: Send + 'static,
@@ -1206,6 +1208,8 @@ fn open_writer(cfg: &SqliteConfig) -> Result<Connection, StoreError> {
     } else {
         "NORMAL"
     };
+    // temp_store stays at its default (files): a large purge's savepoint may hold
+    // many pages, and message appends run without a savepoint anyway.
     // The WAL is checkpointed every 1000 pages (SQLite's default): larger
     // checkpoints measured no faster now that appends run without savepoints, and
     // each one stalls the writer (and the room messages behind it) longer.
