@@ -270,6 +270,15 @@ struct Queued {
     taken: tokio::sync::Notify,
 }
 
+/// Wakes the writes waiting for room when the writer thread ends.
+struct WakeOnExit(Arc<Queued>);
+
+impl Drop for WakeOnExit {
+    fn drop(&mut self) {
+        self.0.taken.notify_waiters();
+    }
+}
+
 #[derive(Debug, Default)]
 struct Counters {
     commits: AtomicU64,
@@ -355,6 +364,9 @@ impl SqliteStore {
         let handle = std::thread::Builder::new()
             .name("confab-store-writer".into())
             .spawn(move || {
+                // However the thread ends (even by a panic), writes waiting for
+                // room in the queue wake up and find the writer gone.
+                let _wake = WakeOnExit(Arc::clone(&writer_queued));
                 writer_loop(conn, rx, &writer_queued, max_batch, &thread_stats);
                 done_tx.send_replace(true);
             })
@@ -476,7 +488,7 @@ impl SqliteStore {
         // that once full (a freed slot goes to whichever waiting sender is polled
         // first). Other writes wait while the queue is over its limit.
         if savepoint == Savepoint::Own {
-            self.room_in_queue().await;
+            self.room_in_queue(&sender).await;
         }
         self.queued.jobs.fetch_add(1, Ordering::AcqRel);
         if sender.send(job).is_err() {
@@ -491,13 +503,14 @@ impl SqliteStore {
         })?
     }
 
-    /// Waits until the writer's queue holds fewer than `queue_limit` jobs.
-    async fn room_in_queue(&self) {
+    /// Waits until the writer's queue holds fewer than `queue_limit` jobs, or
+    /// the writer is gone (the send then fails).
+    async fn room_in_queue(&self, sender: &mpsc::UnboundedSender<Box<dyn Job>>) {
         loop {
             let taken = self.queued.taken.notified();
             tokio::pin!(taken);
             taken.as_mut().enable();
-            if self.queued.jobs.load(Ordering::Acquire) < self.queue_limit {
+            if self.queued.jobs.load(Ordering::Acquire) < self.queue_limit || sender.is_closed() {
                 return;
             }
             taken.await;
