@@ -32,9 +32,31 @@ struct RoomSeqState {
     last_published: u64,
 }
 
-/// A registered append (see [`Sequencer::start`]).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Ticket(u64);
+/// A registered append (see [`Sequencer::start`]). One that is dropped without
+/// [`Sequencer::finish`] (its session's task ended abnormally) unregisters
+/// itself, so the room's later messages are not held back forever.
+#[derive(Debug)]
+pub(crate) struct Ticket {
+    n: u64,
+    /// The room's state while the ticket is unfinished.
+    state: Option<Arc<tokio::sync::Mutex<RoomSeqState>>>,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let Some(state) = self.state.take() else {
+            return;
+        };
+        let n = self.n;
+        if let Ok(mut st) = state.try_lock() {
+            st.unfinished.remove(&n);
+        } else if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                state.lock().await.unfinished.remove(&n);
+            });
+        }
+    }
+}
 
 /// An append started by [`Sequencer::start`].
 pub(crate) type Started<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
@@ -87,7 +109,7 @@ impl Sequencer {
         start: impl FnOnce(Ticket) -> Started<T>,
     ) -> Started<T> {
         let state = self.state(key, || head).await;
-        Self::start_in(&state, start).await
+        Self::start_in(state, start).await
     }
 
     /// [`Sequencer::start`] for a room this node already sequences; otherwise
@@ -100,20 +122,24 @@ impl Sequencer {
     {
         let known = self.rooms.lock().await.get(key).cloned();
         match known {
-            Some(state) => Ok(Self::start_in(&state, start).await),
+            Some(state) => Ok(Self::start_in(state, start).await),
             None => Err(start),
         }
     }
 
     async fn start_in<T: Send + 'static>(
-        state: &tokio::sync::Mutex<RoomSeqState>,
+        state: Arc<tokio::sync::Mutex<RoomSeqState>>,
         start: impl FnOnce(Ticket) -> Started<T>,
     ) -> Started<T> {
         let mut st = state.lock().await;
-        let ticket = st.next_ticket;
+        let n = st.next_ticket;
         st.next_ticket += 1;
-        st.unfinished.insert(ticket);
-        let started = poll_once(start(Ticket(ticket))).await;
+        st.unfinished.insert(n);
+        let ticket = Ticket {
+            n,
+            state: Some(Arc::clone(&state)),
+        };
+        let started = poll_once(start(ticket)).await;
         drop(st);
         started
     }
@@ -133,12 +159,14 @@ impl Sequencer {
         &self,
         shared: &Shared,
         key: &RoomKey,
-        ticket: Ticket,
+        mut ticket: Ticket,
         published: Option<(u64, Bytes)>,
     ) {
+        // Finished here, not by its drop.
+        ticket.state = None;
         let state = self.state(key, || 0).await;
         let mut st = state.lock().await;
-        st.unfinished.remove(&ticket.0);
+        st.unfinished.remove(&ticket.n);
         if let Some((seq, envelope)) = published {
             let below = st.next_ticket;
             st.pending.insert(seq, (below, envelope));
@@ -342,4 +370,47 @@ async fn sweep_rooms(shared: &Shared) {
 pub(crate) struct Rooms {
     pub(crate) sequencer: Sequencer,
     pub(crate) events: MemberEvents,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn unfinished(seq: &Sequencer, key: &RoomKey) -> Vec<u64> {
+        let state = seq.rooms.lock().await.get(key).cloned().expect("state");
+        let st = state.lock().await;
+        st.unfinished.iter().copied().collect()
+    }
+
+    /// An append dropped before it finished (its session's task ended) gives its
+    /// ticket back: nothing waits for it, and the idle room can be forgotten.
+    #[tokio::test]
+    async fn a_dropped_append_unregisters_its_ticket() {
+        let seq = Sequencer::default();
+        let key: RoomKey = (1, "r".into());
+        let kept = seq
+            .start(&key, 0, |ticket| -> Started<Ticket> {
+                Box::pin(async move { ticket })
+            })
+            .await;
+        let dropped = seq
+            .start(&key, 0, |ticket| -> Started<()> {
+                Box::pin(async move {
+                    let _held = ticket;
+                    std::future::pending::<()>().await;
+                })
+            })
+            .await;
+        assert_eq!(unfinished(&seq, &key).await, [0, 1]);
+        drop(dropped);
+        assert_eq!(unfinished(&seq, &key).await, [0], "the dropped one is gone");
+        // The other, finished by hand as `finish` does, leaves the room idle.
+        let mut ticket = kept.await;
+        ticket.state = None;
+        let state = seq.rooms.lock().await.get(&key).cloned().expect("state");
+        state.lock().await.unfinished.remove(&ticket.n);
+        drop(state);
+        seq.forget(&key).await;
+        assert!(seq.rooms.lock().await.get(&key).is_none(), "forgotten");
+    }
 }
