@@ -162,9 +162,11 @@ impl Sequencer {
         mut ticket: Ticket,
         published: Option<(u64, Bytes)>,
     ) {
-        // Finished here, not by its drop.
-        ticket.state = None;
-        let state = self.state(key, || 0).await;
+        // The ticket holds its room's state until now (finished here, not by its
+        // drop): no lookup in the map of rooms.
+        let Some(state) = ticket.state.take() else {
+            return;
+        };
         let mut st = state.lock().await;
         st.unfinished.remove(&ticket.n);
         if let Some((seq, envelope)) = published {
