@@ -98,27 +98,37 @@ pub async fn pipelined_appends_keep_call_order<S: Store>(store: &S) {
         if i == 250 {
             tokio::task::yield_now().await;
         }
-        let mut fut = store.append_peer(text("alice", "bob", 1000 + i, 7_000));
-        // Poll once (queues it), keep it for later.
-        let first = std::future::poll_fn(|cx| std::task::Poll::Ready(fut.as_mut().poll(cx))).await;
-        pending.push((i, first, fut));
+        pending.push(poll_once(store.append_peer(text("alice", "bob", 1000 + i, 7_000))).await);
     }
     let mut seqs = Vec::new();
-    for (i, first, fut) in pending {
-        let appended = match first {
-            std::task::Poll::Ready(r) => r,
-            std::task::Poll::Pending => fut.await,
-        }
-        .expect("append");
+    for (i, append) in (0u64..).zip(pending) {
+        let appended = append.await.expect("append");
         assert_eq!(appended.message.local_message_id, 1000 + i);
         seqs.push(appended.message.inbox_seq);
     }
-    let mut sorted = seqs.clone();
+    assert_call_order("inbox", &seqs);
+}
+
+/// A boxed future, as the store's methods return them.
+type Started<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Polls `fut` once (a store that keeps call order queues the append then) and
+/// returns it, to be awaited later.
+async fn poll_once<'a, T: Send + 'a>(mut fut: Started<'a, T>) -> Started<'a, T> {
+    match std::future::poll_fn(|cx| std::task::Poll::Ready(fut.as_mut().poll(cx))).await {
+        std::task::Poll::Ready(done) => Box::pin(std::future::ready(done)),
+        std::task::Poll::Pending => fut,
+    }
+}
+
+/// Panics unless `seqs`, listed in the order of the appends' first polls, rise.
+fn assert_call_order(what: &str, seqs: &[u64]) {
+    let mut sorted = seqs.to_vec();
     sorted.sort_unstable();
     sorted.dedup();
     assert_eq!(
         seqs, sorted,
-        "seqs follow the order of the first polls: {seqs:?}"
+        "{what} seqs follow the order of the first polls: {seqs:?}"
     );
 }
 

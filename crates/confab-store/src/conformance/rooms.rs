@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use super::{APP, append, text};
+use super::{APP, Started, append, assert_call_order, poll_once, text};
 use crate::{
     AttributeChange, AttributesChanged, Conversation, HistoryMessage, HistoryQuery, Joined, Left,
     MemberRecord, NewRoom, NewRoomMessage, RoomError, RoomLimits, RoomRecord, Store, StoreError,
@@ -985,19 +985,9 @@ pub async fn pipelined_room_appends_keep_call_order<S: Store>(store: &S) {
         return;
     }
     create(store, new_room(APP, "piped", "alice", 1_000)).await;
-    enum Pending<'a> {
-        Room(
-            std::task::Poll<Result<crate::AppendedRoom, RoomError>>,
-            std::pin::Pin<
-                Box<dyn Future<Output = Result<crate::AppendedRoom, RoomError>> + Send + 'a>,
-            >,
-        ),
-        Peer(
-            std::task::Poll<Result<crate::Appended, crate::StoreError>>,
-            std::pin::Pin<
-                Box<dyn Future<Output = Result<crate::Appended, crate::StoreError>> + Send + 'a>,
-            >,
-        ),
+    enum Seq {
+        Inbox(u64),
+        Room(u64),
     }
     let mut pending = Vec::new();
     // As in `pipelined_appends_keep_call_order`: more first polls than tokio's
@@ -1007,50 +997,32 @@ pub async fn pipelined_room_appends_keep_call_order<S: Store>(store: &S) {
             tokio::task::yield_now().await;
         }
         let local = 5_000 + i;
-        if i % 3 == 0 {
-            let mut fut = store.append_peer(text("alice", "bob", local, 7_000));
-            let first =
-                std::future::poll_fn(|cx| std::task::Poll::Ready(fut.as_mut().poll(cx))).await;
-            pending.push((local, Pending::Peer(first, fut)));
+        let append: Started<'_, (u64, Seq)> = if i % 3 == 0 {
+            let append = store.append_peer(text("alice", "bob", local, 7_000));
+            Box::pin(async move {
+                let m = append.await.expect("peer append").message;
+                (m.local_message_id, Seq::Inbox(m.inbox_seq))
+            })
         } else {
-            let mut fut = store.append_room(room_text(APP, "piped", "alice", local, 7_000));
-            let first =
-                std::future::poll_fn(|cx| std::task::Poll::Ready(fut.as_mut().poll(cx))).await;
-            pending.push((local, Pending::Room(first, fut)));
-        }
+            let append = store.append_room(room_text(APP, "piped", "alice", local, 7_000));
+            Box::pin(async move {
+                let m = append.await.expect("room append").message;
+                (m.local_message_id, Seq::Room(m.seq))
+            })
+        };
+        pending.push((local, poll_once(append).await));
     }
     let (mut room_seqs, mut inbox_seqs) = (Vec::new(), Vec::new());
-    for (local, p) in pending {
-        match p {
-            Pending::Room(first, fut) => {
-                let appended = match first {
-                    std::task::Poll::Ready(r) => r,
-                    std::task::Poll::Pending => fut.await,
-                }
-                .expect("room append");
-                assert_eq!(appended.message.local_message_id, local);
-                room_seqs.push(appended.message.seq);
-            }
-            Pending::Peer(first, fut) => {
-                let appended = match first {
-                    std::task::Poll::Ready(r) => r,
-                    std::task::Poll::Pending => fut.await,
-                }
-                .expect("peer append");
-                assert_eq!(appended.message.local_message_id, local);
-                inbox_seqs.push(appended.message.inbox_seq);
-            }
+    for (local, append) in pending {
+        let (got, seq) = append.await;
+        assert_eq!(got, local);
+        match seq {
+            Seq::Inbox(seq) => inbox_seqs.push(seq),
+            Seq::Room(seq) => room_seqs.push(seq),
         }
     }
-    for (what, seqs) in [("room", room_seqs), ("inbox", inbox_seqs)] {
-        let mut sorted = seqs.clone();
-        sorted.sort_unstable();
-        sorted.dedup();
-        assert_eq!(
-            seqs, sorted,
-            "{what} seqs follow the order of the first polls: {seqs:?}"
-        );
-    }
+    assert_call_order("room", &room_seqs);
+    assert_call_order("inbox", &inbox_seqs);
 }
 
 /// Room messages: `NotFound`, `NotMember`, AppID 0 refused; seqs per room from 1;
