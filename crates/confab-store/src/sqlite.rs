@@ -1818,46 +1818,15 @@ mod tests {
         let store = Arc::new(open(&dir));
         // Hold the writer busy until the next three requests are queued, so that
         // they share one batch, in a known order.
-        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
-        let blocker = tokio::spawn({
-            let store = Arc::clone(&store);
-            async move {
-                store
-                    .write("block", move |_| {
-                        go_rx.recv().expect("go");
-                        Ok(())
-                    })
-                    .await
-            }
-        });
-        while store.stats().writes == 0 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        let good1 = tokio::spawn({
-            let store = Arc::clone(&store);
-            async move { store.append_peer(msg("a", "b", 1)).await }
-        });
+        let (go_tx, blocker) = hold_writer(&store).await;
+        let good1 = spawn_append(&store, 1);
         wait_until_queued(&store, 1).await;
         let bad = tokio::spawn({
             let store = Arc::clone(&store);
-            async move {
-                store
-                    .write("bad", |conn| {
-                        conn.execute("INSERT INTO apps VALUES (77, 's', 'n', 0)", [])
-                            .map_err(db("insert"))?;
-                        // Then fail in the database: the app insert must vanish too.
-                        conn.execute("INSERT INTO no_such_table VALUES (1)", [])
-                            .map_err(db("bad"))?;
-                        Ok(())
-                    })
-                    .await
-            }
+            async move { store.write("bad", insert_an_app_then_fail).await }
         });
         wait_until_queued(&store, 2).await;
-        let good2 = tokio::spawn({
-            let store = Arc::clone(&store);
-            async move { store.append_peer(msg("a", "b", 2)).await }
-        });
+        let good2 = spawn_append(&store, 2);
         wait_until_queued(&store, 3).await;
         go_tx.send(()).expect("release the writer");
 
@@ -1885,8 +1854,28 @@ mod tests {
         assert_eq!(page.messages, vec![first.message, second.message]);
     }
 
-    /// Holds the writer until `n` more requests are queued behind a blocker, so
-    /// they share one batch; returns the release and the blocker's task.
+    /// Appends `a → b` with this localMessageID from a task of its own.
+    fn spawn_append(
+        store: &Arc<SqliteStore>,
+        local: u64,
+    ) -> tokio::task::JoinHandle<Result<Appended, StoreError>> {
+        let store = Arc::clone(store);
+        tokio::spawn(async move { store.append_peer(msg("a", "b", local)).await })
+    }
+
+    /// A write that inserts an app, then fails in the database (the insert must
+    /// not stay).
+    fn insert_an_app_then_fail(conn: &Connection) -> Result<(), StoreError> {
+        conn.execute("INSERT INTO apps VALUES (77, 's', 'n', 0)", [])
+            .map_err(db("insert"))?;
+        conn.execute("INSERT INTO no_such_table VALUES (1)", [])
+            .map_err(db("bad"))?;
+        Ok(())
+    }
+
+    /// Holds the writer busy with a blocker (until the returned sender is used),
+    /// so the requests queued meanwhile share the next batch; returns the release
+    /// and the blocker's task.
     async fn hold_writer(
         store: &Arc<SqliteStore>,
     ) -> (
@@ -1961,10 +1950,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Arc::new(open(&dir));
         let (go, blocker) = hold_writer(&store).await;
-        let good1 = tokio::spawn({
-            let store = Arc::clone(&store);
-            async move { store.append_peer(msg("a", "b", 1)).await }
-        });
+        let good1 = spawn_append(&store, 1);
         wait_until_queued(&store, 1).await;
         let refused = tokio::spawn({
             let store = Arc::clone(&store);
@@ -1984,10 +1970,7 @@ mod tests {
             }
         });
         wait_until_queued(&store, 2).await;
-        let good2 = tokio::spawn({
-            let store = Arc::clone(&store);
-            async move { store.append_peer(msg("a", "b", 2)).await }
-        });
+        let good2 = spawn_append(&store, 2);
         wait_until_queued(&store, 3).await;
         go.send(()).expect("release the writer");
         blocker.await.expect("join").expect("blocker");
@@ -2007,22 +1990,13 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Arc::new(open(&dir));
         let (go, blocker) = hold_writer(&store).await;
-        let good = tokio::spawn({
-            let store = Arc::clone(&store);
-            async move { store.append_peer(msg("a", "b", 1)).await }
-        });
+        let good = spawn_append(&store, 1);
         wait_until_queued(&store, 1).await;
         let bad = tokio::spawn({
             let store = Arc::clone(&store);
             async move {
                 store
-                    .submit_append("bad append", |conn| {
-                        conn.execute("INSERT INTO apps VALUES (77, 's', 'n', 0)", [])
-                            .map_err(db("insert"))?;
-                        conn.execute("INSERT INTO no_such_table VALUES (1)", [])
-                            .map_err(db("bad"))?;
-                        Ok::<(), StoreError>(())
-                    })
+                    .submit_append("bad append", insert_an_app_then_fail)
                     .await
             }
         });
