@@ -616,3 +616,45 @@ pub(crate) async fn server_without_user_send_limit() -> TestServer {
     )
     .await
 }
+
+/// After a sender left with sends `m0, m1, …` in flight: what `receiver` got
+/// live (`push` frames, until 500 ms pass without one) is exactly what the store
+/// kept of the conversation, and that is a non-empty prefix of the sends, in
+/// request order.
+pub(crate) async fn assert_stored_sends_were_delivered(
+    receiver: &mut Client,
+    push: &str,
+    conversation_id: &str,
+    conversation_type: u8,
+) {
+    let mut live = Vec::new();
+    while let Some(p) = receiver.try_push(push, Duration::from_millis(500)).await {
+        for m in p["data"]["messageList"].as_array().unwrap() {
+            live.push(m["message"].as_str().unwrap().to_owned());
+        }
+    }
+    let r = receiver
+        .request(
+            "queryHistoryMessage",
+            json!({"conversationID": conversation_id, "conversationType": conversation_type,
+                   "config": {"count": 100, "reverse": false}}),
+        )
+        .await;
+    assert_eq!(r["code"], 0, "{r}");
+    let stored: Vec<String> = r["data"]["messageList"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["message"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        !stored.is_empty(),
+        "the server read some sends before the close"
+    );
+    assert_eq!(
+        live, stored,
+        "every stored message was delivered live, in order"
+    );
+    let expected: Vec<String> = (0..stored.len()).map(|i| format!("m{i}")).collect();
+    assert_eq!(stored, expected, "stored in request order");
+}
