@@ -630,11 +630,9 @@ impl Store for SqliteStore {
             .await
     }
 
-    /// The first poll of an append queues it on the writer's FIFO channel, or,
-    /// when the channel is full, takes its place in the channel's FIFO of waiting
-    /// senders (its job is pushed when it is polled again, which a caller awaiting
-    /// in order does only after the earlier ones); the writer applies its queue in
-    /// order.
+    /// The first poll of an append puts it on the writer's FIFO queue, with
+    /// nothing to wait for before (appends never wait for room,
+    /// [`SqliteConfig::queue`]), and the writer applies its queue in order.
     fn appends_in_call_order(&self) -> bool {
         true
     }
