@@ -364,3 +364,58 @@ pub struct RoomSyncGap {
     #[serde(rename = "toSeq")]
     pub to_seq: u64,
 }
+
+/// The start of every encoded `receiveRoomMessage` push ([`crate::frame::encode_push`]).
+const ROOM_PUSH_HEAD: &[u8] = br#"{"v":1,"push":"receiveRoomMessage","data":{"messageList":["#;
+
+/// Merges encoded `receiveRoomMessage` pushes of one room into one push without
+/// decoding them: a node sending a busy room's messages to many receivers builds
+/// one frame for several messages, once for all receivers.
+#[derive(Debug, Clone)]
+pub struct RoomPushMerger {
+    /// What follows the message list: `],"fromRoomID":"…"}}`.
+    tail: Vec<u8>,
+}
+
+impl RoomPushMerger {
+    /// For pushes of `room_id`.
+    #[must_use]
+    pub fn new(room_id: &str) -> RoomPushMerger {
+        let mut tail = br#"],"fromRoomID":"#.to_vec();
+        serde_json::to_writer(&mut tail, room_id).expect("a string always serializes");
+        tail.extend_from_slice(b"}}");
+        RoomPushMerger { tail }
+    }
+
+    /// The messages of `frame` (the JSON between the list's brackets, possibly
+    /// empty), or `None` if `frame` is not an encoded `receiveRoomMessage` push
+    /// of this room.
+    #[must_use]
+    pub fn messages<'a>(&self, frame: &'a [u8]) -> Option<&'a [u8]> {
+        frame
+            .strip_prefix(ROOM_PUSH_HEAD)?
+            .strip_suffix(self.tail.as_slice())
+    }
+
+    /// One push holding the messages of every list (each from
+    /// [`RoomPushMerger::messages`]), in order.
+    #[must_use]
+    pub fn merge<'a>(&self, lists: impl IntoIterator<Item = &'a [u8]>) -> String {
+        let mut out = ROOM_PUSH_HEAD.to_vec();
+        let mut first = true;
+        for list in lists {
+            if list.is_empty() {
+                continue;
+            }
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            out.extend_from_slice(list);
+        }
+        out.extend_from_slice(&self.tail);
+        // Valid UTF-8: the head and tail are, and each list is a slice of a
+        // `str` cut at ASCII brackets.
+        String::from_utf8(out).unwrap_or_default()
+    }
+}

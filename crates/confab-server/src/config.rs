@@ -135,6 +135,13 @@ pub struct Limits {
     pub max_log_bytes: usize,
     /// Concurrent connections per process. Default 15,000 (the OS limit here is 20,000 files).
     pub max_connections: usize,
+    /// Longest a room message is held to be merged with others into one push per
+    /// member, in milliseconds, while its room is busy (see `room_merge_above`);
+    /// 0 never merges. Default 20; at most 1,000.
+    pub room_merge_window_ms: u64,
+    /// A room is busy while it delivers at least this many frames per second on
+    /// one node (messages × local members). Default 200,000.
+    pub room_merge_above: u64,
 }
 
 impl Default for Limits {
@@ -160,6 +167,8 @@ impl Default for Limits {
             room_grace_secs: 90,
             max_log_bytes: 10 * 1024 * 1024,
             max_connections: 15_000,
+            room_merge_window_ms: 20,
+            room_merge_above: 200_000,
         }
     }
 }
@@ -361,6 +370,12 @@ impl Limits {
                 self.idle_timeout_secs, self.ping_interval_secs
             )));
         }
+        if self.room_merge_window_ms > 1000 {
+            return Err(ConfigError::Invalid(format!(
+                "{at}.room_merge_window_ms ({}) must be at most 1000",
+                self.room_merge_window_ms
+            )));
+        }
         if self.max_frame_bytes < 1024 {
             return Err(ConfigError::Invalid(format!(
                 "{at}.max_frame_bytes must be at least 1024"
@@ -488,6 +503,8 @@ mod tests {
         assert_eq!(c.limits.app_send_rate, 10_000);
         assert_eq!(c.limits.max_frame_bytes, 131_072);
         assert_eq!(c.limits.idle_timeout_secs, 35);
+        assert_eq!(c.limits.room_merge_window_ms, 20);
+        assert_eq!(c.limits.room_merge_above, 200_000);
         assert!(c.apps.is_empty());
     }
 

@@ -7,11 +7,13 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
 use bytes::{BufMut, Bytes, BytesMut};
 use confab_broker::Handler;
-use confab_proto::frame::{DisconnectReason, Priority};
+use confab_proto::frame::{DisconnectReason, Priority, RoomPushMerger};
+use tokio::time::Instant;
 
 use crate::outbox::{Class, Outbox};
 use crate::queue;
@@ -193,19 +195,288 @@ impl SessionLink {
     }
 }
 
-/// A room's local members, shared by the deliveries in flight.
-type RoomLinks = Arc<Vec<Arc<SessionLink>>>;
+/// When a busy room's messages are merged into fewer frames (see [`Hub`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct MergeSettings {
+    /// The longest a message waits to be merged; zero: never merge.
+    pub(crate) window: Duration,
+    /// Merge only while the room delivers at least this many frames per second
+    /// on this node (messages × local members).
+    pub(crate) above_per_s: u64,
+}
+
+/// How often a room's delivery rate is measured.
+const METER_PERIOD: Duration = Duration::from_millis(100);
+/// At most this many messages in one merged push …
+const MERGE_MAX_MESSAGES: usize = 100;
+/// … and at most this many bytes of their JSON (one more message may pass it).
+const MERGE_MAX_BYTES: usize = 64 * 1024;
+/// A room holding this many frames sends them at once: held memory is bounded
+/// whatever the rate.
+const HELD_MAX: usize = 1024;
+
+type RoomKey = (u32, String);
 
 /// Local sessions by (app, user), and by (app, room) for the rooms they are in.
+///
+/// Rooms deliver each publication to their local members at once, except in a
+/// busy room: while a room delivers at least [`MergeSettings::above_per_s`]
+/// frames per second, a message that comes within [`MergeSettings::window`] of
+/// the room's previous delivery is held and merged with the others of that window
+/// into one `receiveRoomMessage` push (the protocol's `messageList`), sent at the
+/// window's end. A member then costs one frame and one socket write per window
+/// instead of one per message.
+///
+/// Invariants: a room's frames reach every member in publication order (held
+/// messages and other room frames wait together); a message is sent to the
+/// members of the room when it was published: held messages are sent before a
+/// member joins or leaves; at most [`HELD_MAX`] frames are held per room.
 #[derive(Debug, Default)]
 pub(crate) struct Hub {
     sessions: Mutex<HashMap<(u32, String), Vec<SessionLink>>>,
-    /// Copy-on-write lists: a delivery takes the list's `Arc` and lets go of the
-    /// lock at once; a join or leave while deliveries hold it copies the list.
-    rooms: Mutex<HashMap<(u32, String), RoomLinks>>,
+    rooms: Mutex<HashMap<RoomKey, Arc<Mutex<Room>>>>,
+    /// Per app; an app not listed never merges.
+    merge: HashMap<u32, MergeSettings>,
+}
+
+/// A room's local members and the frames held for them.
+#[derive(Debug)]
+struct Room {
+    links: Vec<SessionLink>,
+    settings: MergeSettings,
+    merger: RoomPushMerger,
+    meter: RateMeter,
+    /// When the room last sent to its members.
+    last_sent: Option<Instant>,
+    /// Frames waiting for the end of the window, oldest first.
+    held: Vec<Held>,
+    held_frames: usize,
+    /// Tells a scheduled flush whether the frames it was for are still held.
+    flush_gen: u64,
+}
+
+/// A frame held in a busy room.
+#[derive(Debug)]
+enum Held {
+    /// Room messages of one class, sent as one push.
+    Messages {
+        class: RoomClass,
+        parts: Vec<Part>,
+        bytes: usize,
+    },
+    /// Any other room frame, sent as it is.
+    Frame {
+        class: RoomClass,
+        sender: String,
+        frame: Utf8Bytes,
+    },
+}
+
+/// One held `receiveRoomMessage` push.
+#[derive(Debug)]
+struct Part {
+    sender: String,
+    frame: Utf8Bytes,
+    /// The span of its message list in `frame`.
+    list: std::ops::Range<usize>,
+}
+
+impl Part {
+    fn list(&self) -> &[u8] {
+        &self.frame.as_bytes()[self.list.clone()]
+    }
+}
+
+/// Frames per second a room delivers, measured over [`METER_PERIOD`].
+#[derive(Debug, Default)]
+struct RateMeter {
+    start: Option<Instant>,
+    count: u64,
+    /// The last full period reached the bound.
+    busy: bool,
+}
+
+impl RateMeter {
+    /// Counts `n` frames at `now`; whether the room delivers at least `bound`
+    /// frames per second (over the last period, or already in this one).
+    fn add(&mut self, now: Instant, n: u64, bound: u64) -> bool {
+        let start = *self.start.get_or_insert(now);
+        let elapsed = now.saturating_duration_since(start);
+        if elapsed >= METER_PERIOD {
+            let per_s = u128::from(self.count) * 1_000_000 / elapsed.as_micros().max(1);
+            self.busy = per_s >= u128::from(bound);
+            self.start = Some(now);
+            self.count = 0;
+        }
+        self.count += n;
+        self.busy || u128::from(self.count) * 1000 >= u128::from(bound) * METER_PERIOD.as_millis()
+    }
+}
+
+impl Room {
+    fn new(room_id: &str, settings: MergeSettings) -> Room {
+        Room {
+            links: Vec::new(),
+            settings,
+            merger: RoomPushMerger::new(room_id),
+            meter: RateMeter::default(),
+            last_sent: None,
+            held: Vec::new(),
+            held_frames: 0,
+            flush_gen: 0,
+        }
+    }
+
+    /// Delivers one publication now, or holds it to merge (see [`Hub`]).
+    fn deliver(
+        &mut self,
+        room: &Arc<Mutex<Room>>,
+        class: RoomClass,
+        sender: String,
+        frame: Utf8Bytes,
+    ) {
+        let now = Instant::now();
+        let members = u64::try_from(self.links.len()).unwrap_or(u64::MAX);
+        let busy = self.meter.add(now, members, self.settings.above_per_s);
+        if self.held.is_empty() {
+            let window = self.settings.window;
+            let recent = self.last_sent.is_some_and(|t| now < t + window);
+            let runtime = tokio::runtime::Handle::try_current();
+            let (true, true, false, Ok(runtime)) = (busy, recent, window.is_zero(), runtime) else {
+                self.send(class, &sender, &frame);
+                self.last_sent = Some(now);
+                return;
+            };
+            let deadline = self.last_sent.map_or(now, |t| t + window);
+            let generation = self.flush_gen;
+            let room = Arc::clone(room);
+            runtime.spawn(async move {
+                tokio::time::sleep_until(deadline).await;
+                let mut room = room.lock().expect("hub room lock");
+                if room.flush_gen == generation {
+                    room.flush();
+                }
+            });
+        }
+        self.hold(class, sender, frame);
+        if self.held_frames >= HELD_MAX {
+            self.flush();
+        }
+    }
+
+    fn hold(&mut self, class: RoomClass, sender: String, frame: Utf8Bytes) {
+        self.held_frames += 1;
+        let Some(list) = self.merger.messages(frame.as_bytes()) else {
+            self.held.push(Held::Frame {
+                class,
+                sender,
+                frame,
+            });
+            return;
+        };
+        let offset = list.as_ptr() as usize - frame.as_bytes().as_ptr() as usize;
+        let part = Part {
+            list: offset..offset + list.len(),
+            sender,
+            frame,
+        };
+        if let Some(Held::Messages {
+            class: last,
+            parts,
+            bytes,
+        }) = self.held.last_mut()
+        {
+            if *last == class && parts.len() < MERGE_MAX_MESSAGES && *bytes < MERGE_MAX_BYTES {
+                *bytes += part.list.len();
+                parts.push(part);
+                return;
+            }
+        }
+        self.held.push(Held::Messages {
+            class,
+            bytes: part.list.len(),
+            parts: vec![part],
+        });
+    }
+
+    /// Sends everything held, in order.
+    fn flush(&mut self) {
+        self.flush_gen += 1;
+        self.held_frames = 0;
+        if self.held.is_empty() {
+            return;
+        }
+        self.last_sent = Some(Instant::now());
+        for held in std::mem::take(&mut self.held) {
+            match held {
+                Held::Frame {
+                    class,
+                    sender,
+                    frame,
+                } => self.send(class, &sender, &frame),
+                Held::Messages { class, parts, .. } => self.send_merged(class, &parts),
+            }
+        }
+    }
+
+    /// Sends `frame` to every member but the sender's sessions.
+    fn send(&self, class: RoomClass, sender: &str, frame: &Utf8Bytes) {
+        for link in &self.links {
+            if !sender.is_empty() && link.user_id == sender {
+                continue;
+            }
+            link.push(frame.clone(), class);
+        }
+    }
+
+    /// Sends held messages as one push; a sender's own sessions get the push of
+    /// the others' messages, if any.
+    fn send_merged(&self, class: RoomClass, parts: &[Part]) {
+        if let [part] = parts {
+            self.send(class, &part.sender, &part.frame);
+            return;
+        }
+        let merged = Utf8Bytes::from(self.merger.merge(parts.iter().map(Part::list)));
+        let mut own: HashMap<&str, Option<Utf8Bytes>> = HashMap::new();
+        for link in &self.links {
+            let user = link.user_id.as_str();
+            if !parts.iter().any(|p| p.sender == user) {
+                link.push(merged.clone(), class);
+                continue;
+            }
+            let frame = own.entry(user).or_insert_with(|| {
+                let others: Vec<&[u8]> = parts
+                    .iter()
+                    .filter(|p| p.sender != user)
+                    .map(Part::list)
+                    .collect();
+                (!others.is_empty()).then(|| Utf8Bytes::from(self.merger.merge(others)))
+            });
+            if let Some(frame) = frame {
+                link.push(frame.clone(), class);
+            }
+        }
+    }
+}
+
+impl SessionLink {
+    /// Queues a room frame; a session that cannot take it is disconnected as slow.
+    fn push(&self, frame: Utf8Bytes, class: RoomClass) {
+        if self.outbox.push(frame, class.outbox_class()).is_err() {
+            self.kill(DisconnectReason::SlowConsumer);
+        }
+    }
 }
 
 impl Hub {
+    /// A hub whose rooms merge messages by each app's settings.
+    pub(crate) fn new(merge: HashMap<u32, MergeSettings>) -> Hub {
+        Hub {
+            merge,
+            ..Hub::default()
+        }
+    }
+
     pub(crate) fn insert(&self, app_id: u32, user_id: &str, link: SessionLink) {
         let mut map = self.sessions.lock().expect("hub lock");
         // Almost every user has one session: room for exactly one.
@@ -225,28 +496,38 @@ impl Hub {
         }
     }
 
-    /// Adds a session to a room's local members (idempotent per session).
+    /// Adds a session to a room's local members (idempotent per session). What
+    /// the room holds is sent first: it was published before the join.
     pub(crate) fn join_room(&self, app_id: u32, room_id: &str, link: SessionLink) {
         let mut map = self.rooms.lock().expect("hub lock");
-        let list = map.entry((app_id, room_id.to_owned())).or_default();
-        if !list.iter().any(|l| l.id == link.id) {
-            Arc::make_mut(list).push(Arc::new(link));
+        let settings = self.merge.get(&app_id).copied().unwrap_or_default();
+        let room = map
+            .entry((app_id, room_id.to_owned()))
+            .or_insert_with(|| Arc::new(Mutex::new(Room::new(room_id, settings))));
+        let mut room = room.lock().expect("hub room lock");
+        if !room.links.iter().any(|l| l.id == link.id) {
+            room.flush();
+            room.links.push(link);
         }
     }
 
-    /// Removes a session from a room's local members; true if it was there.
+    /// Removes a session from a room's local members; true if it was there. What
+    /// the room holds is sent first, to the leaving session too.
     pub(crate) fn leave_room(&self, app_id: u32, room_id: &str, session_id: u64) -> bool {
         let mut map = self.rooms.lock().expect("hub lock");
         let key = (app_id, room_id.to_owned());
-        let Some(list) = map.get_mut(&key) else {
+        let Some(entry) = map.get(&key) else {
             return false;
         };
-        // Check first: `make_mut` copies a list that a delivery holds.
-        if !list.iter().any(|l| l.id == session_id) {
+        let mut room = entry.lock().expect("hub room lock");
+        if !room.links.iter().any(|l| l.id == session_id) {
             return false;
         }
-        Arc::make_mut(list).retain(|l| l.id != session_id);
-        if list.is_empty() {
+        room.flush();
+        room.links.retain(|l| l.id != session_id);
+        let empty = room.links.is_empty();
+        drop(room);
+        if empty {
             map.remove(&key);
         }
         true
@@ -257,31 +538,24 @@ impl Hub {
         app_id: u32,
         room_id: &str,
         class: RoomClass,
-        sender: &str,
-        frame: &Bytes,
+        sender: String,
+        frame: Bytes,
     ) {
-        let links = {
-            let map = self.rooms.lock().expect("hub lock");
-            match map.get(&(app_id, room_id.to_owned())) {
-                Some(list) => list.clone(),
-                None => return,
-            }
-        };
-        let Ok(text) = Utf8Bytes::try_from(frame.clone()) else {
+        let Some(room) = self
+            .rooms
+            .lock()
+            .expect("hub lock")
+            .get(&(app_id, room_id.to_owned()))
+            .cloned()
+        else {
             return;
         };
-        for link in links.iter() {
-            if !sender.is_empty() && link.user_id == sender {
-                continue;
-            }
-            if link
-                .outbox
-                .push(text.clone(), class.outbox_class())
-                .is_err()
-            {
-                link.kill(DisconnectReason::SlowConsumer);
-            }
-        }
+        let Ok(frame) = Utf8Bytes::try_from(frame) else {
+            return;
+        };
+        room.lock()
+            .expect("hub room lock")
+            .deliver(&room, class, sender, frame);
     }
 
     /// Whether the user has a local session other than `session_id`.
@@ -330,9 +604,9 @@ impl Handler for Hub {
                 class,
                 sender,
                 frame,
-            } = &envelope
+            } = envelope
             {
-                self.deliver_room(app_id, id, *class, sender, frame);
+                self.deliver_room(app_id, id, class, sender, frame);
             }
             return;
         }
@@ -392,6 +666,242 @@ mod tests {
         assert_eq!(Envelope::decode(&Bytes::from_static(b"")), None);
         assert_eq!(Envelope::decode(&Bytes::from_static(b"\x01abc")), None);
         assert_eq!(Envelope::decode(&Bytes::from_static(b"\x09")), None);
+    }
+
+    use crate::outbox::Out;
+    use confab_proto::frame::{
+        ConversationType, Message, MessageType, Push, ReceiveRoomMessage, RoomMembersChanged,
+        encode_push,
+    };
+
+    const APP: u32 = 7;
+    const ROOM: &str = "lobby";
+
+    fn hub(window_ms: u64, above_per_s: u64) -> Hub {
+        let settings = MergeSettings {
+            window: Duration::from_millis(window_ms),
+            above_per_s,
+        };
+        Hub::new(HashMap::from([(APP, settings)]))
+    }
+
+    /// A member of the room: the frames queued for it come out of the receiver.
+    fn member(hub: &Hub, id: u64, user: &str) -> queue::Receiver<Out> {
+        let (events, _) = queue::bounded(4);
+        let (outbox, rx) = Outbox::detached(1024, 1 << 20);
+        let link = SessionLink {
+            id,
+            events,
+            outbox,
+            user_id: user.into(),
+        };
+        hub.join_room(APP, ROOM, link);
+        rx
+    }
+
+    fn texts(rx: &mut queue::Receiver<Out>) -> Vec<String> {
+        std::iter::from_fn(|| rx.try_recv())
+            .map(|out| match out {
+                Out::Text(t) => t.to_string(),
+                other => panic!("not a text frame: {other:?}"),
+            })
+            .collect()
+    }
+
+    fn message(seq: u64, sender: &str) -> Message {
+        Message {
+            kind: MessageType::Text,
+            message: format!("m{seq}"),
+            message_id: seq,
+            local_message_id: seq,
+            sender_user_id: sender.into(),
+            timestamp: 1,
+            conversation_id: ROOM.into(),
+            conversation_type: ConversationType::Room,
+            conversation_seq: seq,
+            inbox_seq: None,
+            priority: Priority::High,
+        }
+    }
+
+    /// The push of these messages, as a sender encodes it (or the hub merges it).
+    fn push(list: &[(u64, &str)]) -> String {
+        encode_push(&Push::ReceiveRoomMessage(ReceiveRoomMessage {
+            message_list: list.iter().map(|&(seq, s)| message(seq, s)).collect(),
+            from_room_id: ROOM.into(),
+        }))
+    }
+
+    fn publish(hub: &Hub, class: RoomClass, sender: &str, frame: String) {
+        let envelope = Envelope::Room {
+            class,
+            sender: sender.into(),
+            frame: Bytes::from(frame),
+        };
+        hub.on_publication(&room_topic(APP, ROOM), &envelope.encode());
+    }
+
+    fn send(hub: &Hub, seq: u64, sender: &str) {
+        publish(hub, RoomClass::Stored, sender, push(&[(seq, sender)]));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn quiet_rooms_deliver_each_message_at_once() {
+        // Two members and 100 messages a second: 200 frames/s, below the bound.
+        let hub = hub(20, 1000);
+        let mut a = member(&hub, 1, "a");
+        let mut b = member(&hub, 2, "b");
+        for seq in 1..=5 {
+            send(&hub, seq, "s");
+            assert_eq!(texts(&mut a), [push(&[(seq, "s")])]);
+            assert_eq!(texts(&mut b), [push(&[(seq, "s")])]);
+            tokio::time::advance(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn busy_rooms_merge_a_window_of_messages_into_one_push() {
+        let hub = hub(20, 1);
+        let mut a = member(&hub, 1, "a");
+        // The first message goes at once; the next ones within 20 ms wait for
+        // the window's end and go as one push.
+        send(&hub, 1, "s");
+        assert_eq!(texts(&mut a), [push(&[(1, "s")])]);
+        for seq in 2..=5 {
+            tokio::time::advance(Duration::from_millis(2)).await;
+            send(&hub, seq, "s");
+        }
+        tokio::time::advance(Duration::from_millis(11)).await;
+        assert_eq!(texts(&mut a), Vec::<String>::new());
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let merged = push(&[(2, "s"), (3, "s"), (4, "s"), (5, "s")]);
+        assert_eq!(texts(&mut a), [merged]);
+        // After a quiet window, the next message goes at once again.
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        send(&hub, 6, "s");
+        assert_eq!(texts(&mut a), [push(&[(6, "s")])]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn merged_pushes_leave_out_the_members_own_messages() {
+        let hub = hub(20, 1);
+        let mut a = member(&hub, 1, "a");
+        let mut b = member(&hub, 2, "b");
+        let mut c = member(&hub, 3, "c");
+        send(&hub, 1, "c");
+        send(&hub, 2, "a");
+        send(&hub, 3, "b");
+        send(&hub, 4, "a");
+        send(&hub, 5, "c");
+        tokio::time::sleep(Duration::from_millis(21)).await;
+        assert_eq!(
+            texts(&mut a),
+            [push(&[(1, "c")]), push(&[(3, "b"), (5, "c")])]
+        );
+        assert_eq!(
+            texts(&mut b),
+            [push(&[(1, "c")]), push(&[(2, "a"), (4, "a"), (5, "c")])]
+        );
+        assert_eq!(texts(&mut c), [push(&[(2, "a"), (3, "b"), (4, "a")])]);
+        // A window of one member's messages only: nothing for that member.
+        send(&hub, 6, "a");
+        send(&hub, 7, "a");
+        tokio::time::sleep(Duration::from_millis(21)).await;
+        assert_eq!(texts(&mut a), Vec::<String>::new());
+        assert_eq!(texts(&mut b), [push(&[(6, "a"), (7, "a")])]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn other_room_frames_and_classes_keep_their_place() {
+        let hub = hub(20, 1);
+        let mut a = member(&hub, 1, "a");
+        send(&hub, 1, "s");
+        send(&hub, 2, "s");
+        let joined = encode_push(&Push::RoomMemberJoined(RoomMembersChanged {
+            room_id: ROOM.into(),
+            member_list: vec![],
+        }));
+        publish(&hub, RoomClass::Stored, "", joined.clone());
+        send(&hub, 3, "s");
+        let live = push(&[(0, "s")]);
+        publish(&hub, RoomClass::Live(Priority::Low), "s", live.clone());
+        send(&hub, 4, "s");
+        send(&hub, 5, "s");
+        tokio::time::sleep(Duration::from_millis(21)).await;
+        assert_eq!(
+            texts(&mut a),
+            [
+                push(&[(1, "s")]),
+                push(&[(2, "s")]),
+                joined,
+                push(&[(3, "s")]),
+                live,
+                push(&[(4, "s"), (5, "s")]),
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn held_messages_go_to_the_members_of_their_time() {
+        let hub = hub(20, 1);
+        let mut a = member(&hub, 1, "a");
+        send(&hub, 1, "s");
+        send(&hub, 2, "s");
+        // A join sends what was held first: the newcomer does not get it.
+        let mut b = member(&hub, 2, "b");
+        assert_eq!(texts(&mut a), [push(&[(1, "s")]), push(&[(2, "s")])]);
+        send(&hub, 3, "s");
+        // A leave too: the leaving member still gets what was held.
+        assert!(hub.leave_room(APP, ROOM, 1));
+        assert_eq!(texts(&mut a), [push(&[(3, "s")])]);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(texts(&mut a), Vec::<String>::new());
+        assert_eq!(texts(&mut b), [push(&[(3, "s")])]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn merged_pushes_and_held_frames_are_bounded() {
+        let hub = hub(20, 1);
+        let mut a = member(&hub, 1, "a");
+        send(&hub, 1, "s");
+        for seq in 2..=251 {
+            send(&hub, seq, "s");
+        }
+        tokio::time::sleep(Duration::from_millis(21)).await;
+        let got = texts(&mut a);
+        let counts: Vec<usize> = got
+            .iter()
+            .map(|t| t.matches("\"conversationSeq\"").count())
+            .collect();
+        assert_eq!(counts, [1, 100, 100, 50]);
+        // A room never holds more than HELD_MAX frames: they go without a timer.
+        for seq in 1..=HELD_MAX as u64 {
+            publish(&hub, RoomClass::Stored, "", format!("{{\"x\":{seq}}}"));
+        }
+        assert_eq!(texts(&mut a).len(), HELD_MAX);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_zero_window_never_merges() {
+        let hub = hub(0, 1);
+        let mut a = member(&hub, 1, "a");
+        for seq in 1..=3 {
+            send(&hub, seq, "s");
+        }
+        assert_eq!(texts(&mut a).len(), 3);
+    }
+
+    #[test]
+    fn the_rate_meter_measures_frames_per_second() {
+        let t0 = Instant::now();
+        let mut m = RateMeter::default();
+        // 1,000 members, one message: 1,000 frames in the first period.
+        assert!(!m.add(t0, 1000, 100_000));
+        // 10,000 frames within 100 ms: 100,000/s.
+        assert!(m.add(t0 + Duration::from_millis(50), 9000, 100_000));
+        // The last period's rate carries over: busy until a slow period ends.
+        assert!(m.add(t0 + Duration::from_millis(100), 1, 100_000));
+        assert!(!m.add(t0 + Duration::from_millis(400), 1, 100_000));
     }
 
     #[test]

@@ -35,7 +35,7 @@ pub use clock::{Clock, SystemClock};
 pub use config::{AppConfig, Config, ConfigError, Limits};
 
 use crate::config::ResolvedApp;
-use crate::hub::Hub;
+use crate::hub::{Hub, MergeSettings};
 use crate::state::Shared;
 
 /// Name under which the development app is kept in the store.
@@ -122,7 +122,17 @@ impl Server {
         } else {
             (config.resolved_apps()?, None)
         };
-        let hub = Arc::new(Hub::default());
+        let merge = apps
+            .iter()
+            .map(|app| {
+                let settings = MergeSettings {
+                    window: std::time::Duration::from_millis(app.limits.room_merge_window_ms),
+                    above_per_s: app.limits.room_merge_above,
+                };
+                (app.id, settings)
+            })
+            .collect();
+        let hub = Arc::new(Hub::new(merge));
         let broker = match options.broker {
             Some(make) => make(hub.clone())
                 .await

@@ -83,6 +83,19 @@ pub(crate) fn spawn_writer(
 }
 
 impl Outbox {
+    /// An outbox without a writer task: the test reads what was queued.
+    #[cfg(test)]
+    pub(crate) fn detached(max_frames: usize, max_bytes: usize) -> (Outbox, queue::Receiver<Out>) {
+        let (tx, rx) = queue::bounded(max_frames);
+        let outbox = Outbox {
+            tx,
+            shared: Arc::new(Shared::default()),
+            max_frames: max_frames.max(1),
+            max_bytes: max_bytes.max(1),
+        };
+        (outbox, rx)
+    }
+
     /// Percent of the queue in use (the larger of frames and bytes).
     fn fill_percent(&self) -> usize {
         let frames = self.tx.len();

@@ -214,3 +214,75 @@ proptest! {
         prop_assert_eq!(RequestFrame::decode(&frame.encode()).unwrap(), frame);
     }
 }
+
+fn room_message(room: &str, seq: u64, body: String) -> Message {
+    Message {
+        kind: MessageType::Text,
+        message: body,
+        message_id: seq + 100,
+        local_message_id: seq,
+        sender_user_id: format!("user{}", seq % 3),
+        timestamp: 1_700_000_000_000,
+        conversation_id: room.into(),
+        conversation_type: ConversationType::Room,
+        conversation_seq: seq,
+        inbox_seq: None,
+        priority: Priority::High,
+    }
+}
+
+fn room_push(room: &str, list: Vec<Message>) -> String {
+    encode_push(&Push::ReceiveRoomMessage(ReceiveRoomMessage {
+        message_list: list,
+        from_room_id: room.into(),
+    }))
+}
+
+proptest! {
+    /// Merging the encoded pushes of a room gives exactly the push of all their
+    /// messages, whatever the room's name, the bodies and how they were split.
+    #[test]
+    fn merged_room_pushes_equal_one_push_of_all_messages(
+        room in "[a-zA-Z0-9!#$%&()+:;<=.>?@^_{}|~-]{1,16}",
+        bodies in proptest::collection::vec("\\PC{0,12}", 0..8),
+        cuts in proptest::collection::vec(0usize..8, 0..4),
+    ) {
+        let all: Vec<Message> = bodies
+            .into_iter()
+            .enumerate()
+            .map(|(i, b)| room_message(&room, i as u64 + 1, b))
+            .collect();
+        let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(all.len())).collect();
+        cuts.push(0);
+        cuts.push(all.len());
+        cuts.sort_unstable();
+        let frames: Vec<String> = cuts
+            .windows(2)
+            .map(|w| room_push(&room, all[w[0]..w[1]].to_vec()))
+            .collect();
+        let merger = RoomPushMerger::new(&room);
+        let lists: Vec<&[u8]> = frames
+            .iter()
+            .map(|f| merger.messages(f.as_bytes()).expect("a room push of this room"))
+            .collect();
+        prop_assert_eq!(merger.merge(lists), room_push(&room, all));
+    }
+}
+
+#[test]
+fn only_room_pushes_of_the_same_room_are_merged() {
+    let merger = RoomPushMerger::new("lobby");
+    let own = room_push("lobby", vec![room_message("lobby", 1, "hi".into())]);
+    assert!(merger.messages(own.as_bytes()).is_some());
+    let other_room = room_push("lobby2", vec![room_message("lobby2", 1, "hi".into())]);
+    assert_eq!(merger.messages(other_room.as_bytes()), None);
+    let members = encode_push(&Push::RoomMemberJoined(RoomMembersChanged {
+        room_id: "lobby".into(),
+        member_list: vec![],
+    }));
+    assert_eq!(merger.messages(members.as_bytes()), None);
+    // A room ID that JSON escapes.
+    let merger = RoomPushMerger::new("a\"b");
+    let escaped = room_push("a\"b", vec![room_message("a\"b", 1, "x".into())]);
+    assert!(merger.messages(escaped.as_bytes()).is_some());
+}
