@@ -203,13 +203,28 @@ pub(crate) struct MergeSettings {
     /// Merge only while the room delivers at least this many frames per second
     /// on this node (messages × local members).
     pub(crate) above_per_s: u64,
+    /// At most this many bytes of message JSON in one merged push (one more
+    /// message may pass it): keep it well under the outbound queue's byte bound.
+    pub(crate) max_push_bytes: usize,
+}
+
+impl MergeSettings {
+    /// Settings from an app's limits.
+    pub(crate) fn from_limits(limits: &crate::config::Limits) -> MergeSettings {
+        MergeSettings {
+            window: Duration::from_millis(limits.room_merge_window_ms),
+            above_per_s: limits.room_merge_above,
+            max_push_bytes: MERGE_MAX_BYTES.min(limits.outbound_queue_bytes / 4),
+        }
+    }
 }
 
 /// How often a room's delivery rate is measured.
 const METER_PERIOD: Duration = Duration::from_millis(100);
 /// At most this many messages in one merged push …
 const MERGE_MAX_MESSAGES: usize = 100;
-/// … and at most this many bytes of their JSON (one more message may pass it).
+/// … and at most this many bytes of their JSON (one more message may pass it;
+/// less with a small outbound queue: [`MergeSettings::max_push_bytes`]).
 const MERGE_MAX_BYTES: usize = 64 * 1024;
 /// A room holding this many frames sends them at once: held memory is bounded
 /// whatever the rate.
@@ -239,6 +254,13 @@ pub(crate) struct Hub {
     merge: HashMap<u32, MergeSettings>,
 }
 
+/// Locks a room; a panic while it was locked (it only ever queues frames) leaves
+/// its state usable.
+fn lock(room: &Mutex<Room>) -> std::sync::MutexGuard<'_, Room> {
+    room.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// A room's local members and the frames held for them.
 #[derive(Debug)]
 struct Room {
@@ -251,8 +273,13 @@ struct Room {
     /// Frames waiting for the end of the window, oldest first.
     held: Vec<Held>,
     held_frames: usize,
+    /// When what is held is due; a delivery after it (plus a window of slack)
+    /// sends it without waiting for the flush task, should that never run.
+    held_until: Option<Instant>,
     /// Tells a scheduled flush whether the frames it was for are still held.
     flush_gen: u64,
+    /// Taken out of the hub's map (no members left): joins make a new room.
+    removed: bool,
 }
 
 /// A frame held in a busy room.
@@ -323,7 +350,9 @@ impl Room {
             last_sent: None,
             held: Vec::new(),
             held_frames: 0,
+            held_until: None,
             flush_gen: 0,
+            removed: false,
         }
     }
 
@@ -338,8 +367,13 @@ impl Room {
         let now = Instant::now();
         let members = u64::try_from(self.links.len()).unwrap_or(u64::MAX);
         let busy = self.meter.add(now, members, self.settings.above_per_s);
+        let window = self.settings.window;
+        if self.held_until.is_some_and(|due| now >= due + window) {
+            // The flush task did not run (a runtime shutting down): no frame
+            // stays held longer than two windows while the room is used.
+            self.flush();
+        }
         if self.held.is_empty() {
-            let window = self.settings.window;
             let recent = self.last_sent.is_some_and(|t| now < t + window);
             let runtime = tokio::runtime::Handle::try_current();
             let (true, true, false, Ok(runtime)) = (busy, recent, window.is_zero(), runtime) else {
@@ -347,12 +381,13 @@ impl Room {
                 self.last_sent = Some(now);
                 return;
             };
-            let deadline = self.last_sent.map_or(now, |t| t + window);
+            let due = self.last_sent.map_or(now, |t| t + window);
+            self.held_until = Some(due);
             let generation = self.flush_gen;
             let room = Arc::clone(room);
             runtime.spawn(async move {
-                tokio::time::sleep_until(deadline).await;
-                let mut room = room.lock().expect("hub room lock");
+                tokio::time::sleep_until(due).await;
+                let mut room = lock(&room);
                 if room.flush_gen == generation {
                     room.flush();
                 }
@@ -386,7 +421,10 @@ impl Room {
             bytes,
         }) = self.held.last_mut()
         {
-            if *last == class && parts.len() < MERGE_MAX_MESSAGES && *bytes < MERGE_MAX_BYTES {
+            if *last == class
+                && parts.len() < MERGE_MAX_MESSAGES
+                && *bytes < self.settings.max_push_bytes
+            {
                 *bytes += part.list.len();
                 parts.push(part);
                 return;
@@ -403,6 +441,7 @@ impl Room {
     fn flush(&mut self) {
         self.flush_gen += 1;
         self.held_frames = 0;
+        self.held_until = None;
         if self.held.is_empty() {
             return;
         }
@@ -437,10 +476,16 @@ impl Room {
             return;
         }
         let merged = Utf8Bytes::from(self.merger.merge(parts.iter().map(Part::list)));
+        let mut senders: Vec<&str> = Vec::new();
+        for p in parts {
+            if !p.sender.is_empty() && !senders.contains(&p.sender.as_str()) {
+                senders.push(&p.sender);
+            }
+        }
         let mut own: HashMap<&str, Option<Utf8Bytes>> = HashMap::new();
         for link in &self.links {
             let user = link.user_id.as_str();
-            if !parts.iter().any(|p| p.sender == user) {
+            if !senders.contains(&user) {
                 link.push(merged.clone(), class);
                 continue;
             }
@@ -496,41 +541,85 @@ impl Hub {
         }
     }
 
+    /// The room's state, made if the room has no local members yet.
+    fn room(&self, app_id: u32, room_id: &str) -> Arc<Mutex<Room>> {
+        let mut map = self.rooms.lock().expect("hub lock");
+        let entry = map.entry((app_id, room_id.to_owned())).or_insert_with(|| {
+            let settings = self.merge.get(&app_id).copied().unwrap_or_default();
+            Arc::new(Mutex::new(Room::new(room_id, settings)))
+        });
+        // A room being taken out of the map (its last member left) is replaced.
+        // Not waiting here for a room that is sending: `join_room` checks again.
+        let removed = match entry.try_lock() {
+            Ok(room) => room.removed,
+            Err(std::sync::TryLockError::Poisoned(room)) => room.into_inner().removed,
+            Err(std::sync::TryLockError::WouldBlock) => false,
+        };
+        if removed {
+            let settings = self.merge.get(&app_id).copied().unwrap_or_default();
+            *entry = Arc::new(Mutex::new(Room::new(room_id, settings)));
+        }
+        Arc::clone(entry)
+    }
+
+    /// The room's state if it has local members.
+    fn existing_room(&self, app_id: u32, room_id: &str) -> Option<Arc<Mutex<Room>>> {
+        self.rooms
+            .lock()
+            .expect("hub lock")
+            .get(&(app_id, room_id.to_owned()))
+            .cloned()
+    }
+
     /// Adds a session to a room's local members (idempotent per session). What
     /// the room holds is sent first: it was published before the join.
     pub(crate) fn join_room(&self, app_id: u32, room_id: &str, link: SessionLink) {
-        let mut map = self.rooms.lock().expect("hub lock");
-        let settings = self.merge.get(&app_id).copied().unwrap_or_default();
-        let room = map
-            .entry((app_id, room_id.to_owned()))
-            .or_insert_with(|| Arc::new(Mutex::new(Room::new(room_id, settings))));
-        let mut room = room.lock().expect("hub room lock");
-        if !room.links.iter().any(|l| l.id == link.id) {
-            room.flush();
-            room.links.push(link);
+        // The map's lock is not held while the room sends (that may take a while).
+        loop {
+            let room = self.room(app_id, room_id);
+            let mut room = lock(&room);
+            if room.removed {
+                continue;
+            }
+            if !room.links.iter().any(|l| l.id == link.id) {
+                room.flush();
+                room.links.push(link);
+            }
+            return;
         }
     }
 
     /// Removes a session from a room's local members; true if it was there. What
     /// the room holds is sent first, to the leaving session too.
     pub(crate) fn leave_room(&self, app_id: u32, room_id: &str, session_id: u64) -> bool {
-        let mut map = self.rooms.lock().expect("hub lock");
-        let key = (app_id, room_id.to_owned());
-        let Some(entry) = map.get(&key) else {
+        let Some(entry) = self.existing_room(app_id, room_id) else {
             return false;
         };
-        let mut room = entry.lock().expect("hub room lock");
-        if !room.links.iter().any(|l| l.id == session_id) {
+        let mut room = lock(&entry);
+        if room.removed || !room.links.iter().any(|l| l.id == session_id) {
             return false;
         }
         room.flush();
         room.links.retain(|l| l.id != session_id);
-        let empty = room.links.is_empty();
+        if !room.links.is_empty() {
+            return true;
+        }
+        room.removed = true;
         drop(room);
-        if empty {
+        let mut map = self.rooms.lock().expect("hub lock");
+        let key = (app_id, room_id.to_owned());
+        if map.get(&key).is_some_and(|r| Arc::ptr_eq(r, &entry)) {
             map.remove(&key);
         }
         true
+    }
+
+    /// Sends what the room holds now (before a member's catch-up, so nothing
+    /// held from before it arrives after it).
+    pub(crate) fn flush_room(&self, app_id: u32, room_id: &str) {
+        if let Some(room) = self.existing_room(app_id, room_id) {
+            lock(&room).flush();
+        }
     }
 
     fn deliver_room(
@@ -541,21 +630,13 @@ impl Hub {
         sender: String,
         frame: Bytes,
     ) {
-        let Some(room) = self
-            .rooms
-            .lock()
-            .expect("hub lock")
-            .get(&(app_id, room_id.to_owned()))
-            .cloned()
-        else {
+        let Some(room) = self.existing_room(app_id, room_id) else {
             return;
         };
         let Ok(frame) = Utf8Bytes::try_from(frame) else {
             return;
         };
-        room.lock()
-            .expect("hub room lock")
-            .deliver(&room, class, sender, frame);
+        lock(&room).deliver(&room, class, sender, frame);
     }
 
     /// Whether the user has a local session other than `session_id`.
@@ -681,26 +762,40 @@ mod tests {
         let settings = MergeSettings {
             window: Duration::from_millis(window_ms),
             above_per_s,
+            max_push_bytes: MERGE_MAX_BYTES,
         };
         Hub::new(HashMap::from([(APP, settings)]))
     }
 
-    /// A member of the room: the frames queued for it come out of the receiver.
-    fn member(hub: &Hub, id: u64, user: &str) -> queue::Receiver<Out> {
-        let (events, _) = queue::bounded(4);
-        let (outbox, rx) = Outbox::detached(1024, 1 << 20);
+    fn hub_with(settings: MergeSettings) -> Hub {
+        Hub::new(HashMap::from([(APP, settings)]))
+    }
+
+    /// A member of the room, as its session's queues see it.
+    struct Member {
+        out: queue::Receiver<Out>,
+        events: queue::Receiver<Event>,
+    }
+
+    fn member(hub: &Hub, id: u64, user: &str) -> Member {
+        let (events_tx, events) = queue::bounded(4);
+        let (outbox, out) = Outbox::detached(1024, 1 << 20);
         let link = SessionLink {
             id,
-            events,
+            events: events_tx,
             outbox,
             user_id: user.into(),
         };
         hub.join_room(APP, ROOM, link);
-        rx
+        Member { out, events }
     }
 
-    fn texts(rx: &mut queue::Receiver<Out>) -> Vec<String> {
-        std::iter::from_fn(|| rx.try_recv())
+    /// The frames queued for `m` since the last call; it was never disconnected.
+    fn texts(m: &mut Member) -> Vec<String> {
+        if let Some(event) = m.events.try_recv() {
+            panic!("the member got {event:?}");
+        }
+        std::iter::from_fn(|| m.out.try_recv())
             .map(|out| match out {
                 Out::Text(t) => t.to_string(),
                 other => panic!("not a text frame: {other:?}"),
@@ -879,6 +974,85 @@ mod tests {
             publish(&hub, RoomClass::Stored, "", format!("{{\"x\":{seq}}}"));
         }
         assert_eq!(texts(&mut a).len(), HELD_MAX);
+    }
+
+    #[test]
+    fn held_frames_go_out_even_if_the_flush_task_never_runs() {
+        let hub = hub(5, 1);
+        let mut a = member(&hub, 1, "a");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            send(&hub, 1, "s");
+            send(&hub, 2, "s");
+        });
+        // The runtime, and the flush task with it, is gone.
+        drop(runtime);
+        assert_eq!(texts(&mut a), [push(&[(1, "s")])]);
+        std::thread::sleep(Duration::from_millis(15));
+        // The next delivery (outside any runtime: sent at once) sends it first.
+        send(&hub, 3, "s");
+        assert_eq!(texts(&mut a), [push(&[(2, "s")]), push(&[(3, "s")])]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn flush_room_sends_what_is_held_at_once() {
+        let hub = hub(20, 1);
+        let mut a = member(&hub, 1, "a");
+        send(&hub, 1, "s");
+        send(&hub, 2, "s");
+        send(&hub, 3, "s");
+        assert_eq!(texts(&mut a), [push(&[(1, "s")])]);
+        hub.flush_room(APP, ROOM);
+        assert_eq!(texts(&mut a), [push(&[(2, "s"), (3, "s")])]);
+        // The flush task of that window finds nothing to send.
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert_eq!(texts(&mut a), Vec::<String>::new());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn merged_pushes_stay_under_the_byte_bound() {
+        let limits = crate::config::Limits {
+            room_merge_above: 1,
+            outbound_queue_bytes: 4 * 1000,
+            ..crate::config::Limits::default()
+        };
+        let settings = MergeSettings::from_limits(&limits);
+        assert_eq!(settings.max_push_bytes, 1000);
+        let hub = hub_with(settings);
+        let mut a = member(&hub, 1, "a");
+        let one = push(&[(1, "s")]).len();
+        for seq in 1..=31 {
+            send(&hub, seq, "s");
+        }
+        tokio::time::sleep(Duration::from_millis(21)).await;
+        let got = texts(&mut a);
+        assert!(got.len() > 2, "{} pushes", got.len());
+        for t in &got[1..] {
+            assert!(t.len() < 1000 + 2 * one, "{} bytes", t.len());
+        }
+        let seqs: usize = got
+            .iter()
+            .map(|t| t.matches("\"conversationSeq\"").count())
+            .sum();
+        assert_eq!(seqs, 31);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_room_left_by_everyone_is_made_anew_on_the_next_join() {
+        let hub = hub(20, 1);
+        let mut a = member(&hub, 1, "a");
+        send(&hub, 1, "s");
+        send(&hub, 2, "s");
+        assert!(hub.leave_room(APP, ROOM, 1));
+        assert!(!hub.leave_room(APP, ROOM, 1));
+        assert_eq!(texts(&mut a), [push(&[(1, "s")]), push(&[(2, "s")])]);
+        let mut b = member(&hub, 2, "b");
+        send(&hub, 3, "s");
+        assert_eq!(texts(&mut b), [push(&[(3, "s")])]);
+        assert_eq!(texts(&mut a), Vec::<String>::new());
     }
 
     #[tokio::test(start_paused = true)]

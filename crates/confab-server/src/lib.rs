@@ -124,13 +124,7 @@ impl Server {
         };
         let merge = apps
             .iter()
-            .map(|app| {
-                let settings = MergeSettings {
-                    window: std::time::Duration::from_millis(app.limits.room_merge_window_ms),
-                    above_per_s: app.limits.room_merge_above,
-                };
-                (app.id, settings)
-            })
+            .map(|app| (app.id, MergeSettings::from_limits(&app.limits)))
             .collect();
         let hub = Arc::new(Hub::new(merge));
         let broker = match options.broker {

@@ -174,6 +174,9 @@ impl Session {
         let key = (app.id, room_id.to_owned());
         let hold = self.shared.rooms.sequencer.hold(&key, head).await;
         let upto = hold.last_published().max(head);
+        // A busy room may hold messages up to `upto` for its members (this
+        // session among them when it rejoins): out before the catch-up.
+        self.shared.hub.flush_room(app.id, room_id);
         if let Some(mut after) = last_seq {
             while after < upto {
                 let page = match self
