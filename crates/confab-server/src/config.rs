@@ -137,7 +137,7 @@ pub struct Limits {
     pub max_connections: usize,
     /// Longest a room message is held to be merged with others into one push per
     /// member, in milliseconds, while its room is busy (see `room_merge_above`);
-    /// 0 never merges. Default 20; at most 1,000.
+    /// 0 never merges. Default 30; at most 1,000.
     pub room_merge_window_ms: u64,
     /// A room is busy while it delivers at least this many frames per second on
     /// one node (messages × local members). Default 200,000.
@@ -167,7 +167,7 @@ impl Default for Limits {
             room_grace_secs: 90,
             max_log_bytes: 10 * 1024 * 1024,
             max_connections: 15_000,
-            room_merge_window_ms: 20,
+            room_merge_window_ms: 30,
             room_merge_above: 200_000,
         }
     }
@@ -503,7 +503,7 @@ mod tests {
         assert_eq!(c.limits.app_send_rate, 10_000);
         assert_eq!(c.limits.max_frame_bytes, 131_072);
         assert_eq!(c.limits.idle_timeout_secs, 35);
-        assert_eq!(c.limits.room_merge_window_ms, 20);
+        assert_eq!(c.limits.room_merge_window_ms, 30);
         assert_eq!(c.limits.room_merge_above, 200_000);
         assert!(c.apps.is_empty());
     }

@@ -1016,6 +1016,7 @@ mod tests {
     async fn merged_pushes_stay_under_the_byte_bound() {
         let limits = crate::config::Limits {
             room_merge_above: 1,
+            room_merge_window_ms: 20,
             outbound_queue_bytes: 4 * 1000,
             ..crate::config::Limits::default()
         };
