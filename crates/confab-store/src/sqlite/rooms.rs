@@ -356,14 +356,14 @@ pub(super) fn append_room(
             user_id: msg.sender.clone(),
         },
     )?;
-    let seq: i64 = conn
-        .prepare_cached(
-            "INSERT INTO room_seqs (app_id, room_id, last_seq) VALUES (?1, ?2, 1)
-             ON CONFLICT (app_id, room_id) DO UPDATE SET last_seq = last_seq + 1
-             RETURNING last_seq",
-        )
-        .and_then(|mut s| s.query_row(params![msg.app_id, msg.room_id], |r| r.get(0)))
-        .map_err(db("append room message: advance the room seq"))?;
+    let seq = super::bump_counter(
+        conn,
+        "INSERT INTO room_seqs (app_id, room_id, last_seq) VALUES (?1, ?2, 1)
+         ON CONFLICT (app_id, room_id) DO UPDATE SET last_seq = last_seq + 1",
+        "SELECT last_seq FROM room_seqs WHERE app_id = ?1 AND room_id = ?2",
+        params![msg.app_id, msg.room_id],
+    )
+    .map_err(db("append room message: advance the room seq"))?;
     let message_id = next_message_id(conn)?;
     conn.prepare_cached(
         "INSERT INTO room_messages (message_id, app_id, room_id, seq, sender, kind, body,
