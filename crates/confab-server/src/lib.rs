@@ -7,6 +7,8 @@
 //! No globals: a test starts a server on `127.0.0.1:0` with its own data directory.
 
 mod backends;
+#[doc(hidden)]
+pub mod bench_support;
 pub mod clock;
 pub mod config;
 mod http;

@@ -83,8 +83,7 @@ pub(crate) fn spawn_writer(
 }
 
 impl Outbox {
-    /// An outbox without a writer task: the test reads what was queued.
-    #[cfg(test)]
+    /// An outbox without a writer task: a test or benchmark reads what was queued.
     pub(crate) fn detached(max_frames: usize, max_bytes: usize) -> (Outbox, queue::Receiver<Out>) {
         let (tx, rx) = queue::bounded(max_frames);
         let outbox = Outbox {
