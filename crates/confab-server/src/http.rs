@@ -200,6 +200,16 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
             "Connections closed as slow consumers.",
             &m.slow_disconnects_total,
         ),
+        (
+            "confab_room_merged_pushes_total",
+            "Pushes of several messages built by busy rooms (each sent to every member).",
+            &shared.hub.merge_counters().pushes,
+        ),
+        (
+            "confab_room_merged_messages_total",
+            "Room messages that went out in merged pushes.",
+            &shared.hub.merge_counters().messages,
+        ),
     ] {
         line(name, "counter", help, counter.load(Ordering::Relaxed));
     }

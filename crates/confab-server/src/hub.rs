@@ -6,6 +6,7 @@
 //! sessions receive it.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -252,6 +253,17 @@ pub(crate) struct Hub {
     rooms: Mutex<HashMap<RoomKey, Arc<Mutex<Room>>>>,
     /// Per app; an app not listed never merges.
     merge: HashMap<u32, MergeSettings>,
+    /// What busy rooms merged (for `/metrics`).
+    merged: Arc<MergeCounters>,
+}
+
+/// How much merging busy rooms did on this node.
+#[derive(Debug, Default)]
+pub(crate) struct MergeCounters {
+    /// Merged pushes built (each sent to every member of its room).
+    pub(crate) pushes: AtomicU64,
+    /// Messages that went out in merged pushes.
+    pub(crate) messages: AtomicU64,
 }
 
 /// Locks a room; a panic while it was locked (it only ever queues frames) leaves
@@ -280,6 +292,7 @@ struct Room {
     flush_gen: u64,
     /// Taken out of the hub's map (no members left): joins make a new room.
     removed: bool,
+    counters: Arc<MergeCounters>,
 }
 
 /// A frame held in a busy room.
@@ -341,7 +354,7 @@ impl RateMeter {
 }
 
 impl Room {
-    fn new(room_id: &str, settings: MergeSettings) -> Room {
+    fn new(room_id: &str, settings: MergeSettings, counters: Arc<MergeCounters>) -> Room {
         Room {
             links: Vec::new(),
             settings,
@@ -353,6 +366,7 @@ impl Room {
             held_until: None,
             flush_gen: 0,
             removed: false,
+            counters,
         }
     }
 
@@ -476,6 +490,10 @@ impl Room {
             return;
         }
         let merged = Utf8Bytes::from(self.merger.merge(parts.iter().map(Part::list)));
+        self.counters.pushes.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .messages
+            .fetch_add(parts.len() as u64, Ordering::Relaxed);
         let mut senders: Vec<&str> = Vec::new();
         for p in parts {
             if !p.sender.is_empty() && !senders.contains(&p.sender.as_str()) {
@@ -546,7 +564,11 @@ impl Hub {
         let mut map = self.rooms.lock().expect("hub lock");
         let entry = map.entry((app_id, room_id.to_owned())).or_insert_with(|| {
             let settings = self.merge.get(&app_id).copied().unwrap_or_default();
-            Arc::new(Mutex::new(Room::new(room_id, settings)))
+            Arc::new(Mutex::new(Room::new(
+                room_id,
+                settings,
+                self.merged.clone(),
+            )))
         });
         // A room being taken out of the map (its last member left) is replaced.
         // Not waiting here for a room that is sending: `join_room` checks again.
@@ -557,7 +579,11 @@ impl Hub {
         };
         if removed {
             let settings = self.merge.get(&app_id).copied().unwrap_or_default();
-            *entry = Arc::new(Mutex::new(Room::new(room_id, settings)));
+            *entry = Arc::new(Mutex::new(Room::new(
+                room_id,
+                settings,
+                self.merged.clone(),
+            )));
         }
         Arc::clone(entry)
     }
@@ -612,6 +638,11 @@ impl Hub {
             map.remove(&key);
         }
         true
+    }
+
+    /// What busy rooms merged so far.
+    pub(crate) fn merge_counters(&self) -> &MergeCounters {
+        &self.merged
     }
 
     /// Sends what the room holds now (before a member's catch-up, so nothing

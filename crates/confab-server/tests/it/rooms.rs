@@ -370,6 +370,8 @@ async fn a_busy_room_merges_messages_without_losing_or_reordering_any() {
         frames < total,
         "{frames} pushes for {total} messages: nothing merged"
     );
+    assert!(server.metric("confab_room_merged_pushes_total").await > 0);
+    assert!(server.metric("confab_room_merged_messages_total").await >= 2);
     for s in 0..2 {
         let mine: Vec<&str> = got
             .iter()
