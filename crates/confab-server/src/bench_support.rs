@@ -11,7 +11,7 @@ use confab_proto::frame::{
 };
 
 use crate::hub::{Envelope, Hub, MergeSettings, RoomClass, SessionLink, room_topic};
-use crate::outbox::{Out, Outbox};
+use crate::outbox::Out;
 use crate::queue;
 
 const APP: u32 = 1;
@@ -54,18 +54,8 @@ impl FanoutFixture {
         let mut outboxes = Vec::with_capacity(members);
         let mut events = Vec::with_capacity(members);
         for id in 0..members {
-            let (events_tx, events_rx) = queue::bounded(64);
-            let (outbox, out) = Outbox::detached(1024, 1 << 20);
-            hub.join_room(
-                APP,
-                ROOM,
-                SessionLink {
-                    id: id as u64,
-                    events: events_tx,
-                    outbox,
-                    user_id: format!("user{id}"),
-                },
-            );
+            let (link, out, events_rx) = SessionLink::detached(id as u64, &format!("user{id}"));
+            hub.join_room(APP, ROOM, link);
             outboxes.push(out);
             events.push(events_rx);
         }

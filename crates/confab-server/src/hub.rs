@@ -16,7 +16,7 @@ use confab_broker::Handler;
 use confab_proto::frame::{DisconnectReason, Priority, RoomPushMerger};
 use tokio::time::Instant;
 
-use crate::outbox::{Class, Outbox};
+use crate::outbox::{Class, Out, Outbox};
 use crate::queue;
 
 /// The topic of one user of one app. Every session of the user listens to it.
@@ -280,14 +280,12 @@ struct Room {
     settings: MergeSettings,
     merger: RoomPushMerger,
     meter: RateMeter,
-    /// When the room last sent to its members.
+    /// When the room last sent to its members. While frames are held it does not
+    /// change: they are due one window after it.
     last_sent: Option<Instant>,
     /// Frames waiting for the end of the window, oldest first.
     held: Vec<Held>,
     held_frames: usize,
-    /// When what is held is due; a delivery after it (plus a window of slack)
-    /// sends it without waiting for the flush task, should that never run.
-    held_until: Option<Instant>,
     /// Tells a scheduled flush whether the frames it was for are still held.
     flush_gen: u64,
     /// Taken out of the hub's map (no members left): joins make a new room.
@@ -363,7 +361,6 @@ impl Room {
             last_sent: None,
             held: Vec::new(),
             held_frames: 0,
-            held_until: None,
             flush_gen: 0,
             removed: false,
             counters,
@@ -382,7 +379,8 @@ impl Room {
         let members = u64::try_from(self.links.len()).unwrap_or(u64::MAX);
         let busy = self.meter.add(now, members, self.settings.above_per_s);
         let window = self.settings.window;
-        if self.held_until.is_some_and(|due| now >= due + window) {
+        let overdue = self.last_sent.is_some_and(|t| now >= t + window + window);
+        if !self.held.is_empty() && overdue {
             // The flush task did not run (a runtime shutting down): no frame
             // stays held longer than two windows while the room is used.
             self.flush();
@@ -396,7 +394,6 @@ impl Room {
                 return;
             };
             let due = self.last_sent.map_or(now, |t| t + window);
-            self.held_until = Some(due);
             let generation = self.flush_gen;
             let room = Arc::clone(room);
             runtime.spawn(async move {
@@ -455,7 +452,6 @@ impl Room {
     fn flush(&mut self) {
         self.flush_gen += 1;
         self.held_frames = 0;
-        self.held_until = None;
         if self.held.is_empty() {
             return;
         }
@@ -523,6 +519,23 @@ impl Room {
 }
 
 impl SessionLink {
+    /// A link with no session task and no writer behind it: the caller (a test
+    /// or benchmark) reads the outbound queue and the event queue itself.
+    pub(crate) fn detached(
+        id: u64,
+        user_id: &str,
+    ) -> (SessionLink, queue::Receiver<Out>, queue::Receiver<Event>) {
+        let (events, events_rx) = queue::bounded(64);
+        let (outbox, out) = Outbox::detached(1024, 1 << 20);
+        let link = SessionLink {
+            id,
+            events,
+            outbox,
+            user_id: user_id.to_owned(),
+        };
+        (link, out, events_rx)
+    }
+
     /// Queues a room frame; a session that cannot take it is disconnected as slow.
     fn push(&self, frame: Utf8Bytes, class: RoomClass) {
         if self.outbox.push(frame, class.outbox_class()).is_err() {
@@ -562,14 +575,17 @@ impl Hub {
     /// The room's state, made if the room has no local members yet.
     fn room(&self, app_id: u32, room_id: &str) -> Arc<Mutex<Room>> {
         let mut map = self.rooms.lock().expect("hub lock");
-        let entry = map.entry((app_id, room_id.to_owned())).or_insert_with(|| {
+        let new_room = || {
             let settings = self.merge.get(&app_id).copied().unwrap_or_default();
             Arc::new(Mutex::new(Room::new(
                 room_id,
                 settings,
                 self.merged.clone(),
             )))
-        });
+        };
+        let entry = map
+            .entry((app_id, room_id.to_owned()))
+            .or_insert_with(new_room);
         // A room being taken out of the map (its last member left) is replaced.
         // Not waiting here for a room that is sending: `join_room` checks again.
         let removed = match entry.try_lock() {
@@ -578,12 +594,7 @@ impl Hub {
             Err(std::sync::TryLockError::WouldBlock) => false,
         };
         if removed {
-            let settings = self.merge.get(&app_id).copied().unwrap_or_default();
-            *entry = Arc::new(Mutex::new(Room::new(
-                room_id,
-                settings,
-                self.merged.clone(),
-            )));
+            *entry = new_room();
         }
         Arc::clone(entry)
     }
@@ -780,7 +791,6 @@ mod tests {
         assert_eq!(Envelope::decode(&Bytes::from_static(b"\x09")), None);
     }
 
-    use crate::outbox::Out;
     use confab_proto::frame::{
         ConversationType, Message, MessageType, Push, ReceiveRoomMessage, RoomMembersChanged,
         encode_push,
@@ -809,14 +819,7 @@ mod tests {
     }
 
     fn member(hub: &Hub, id: u64, user: &str) -> Member {
-        let (events_tx, events) = queue::bounded(4);
-        let (outbox, out) = Outbox::detached(1024, 1 << 20);
-        let link = SessionLink {
-            id,
-            events: events_tx,
-            outbox,
-            user_id: user.into(),
-        };
+        let (link, out, events) = SessionLink::detached(id, user);
         hub.join_room(APP, ROOM, link);
         Member { out, events }
     }
