@@ -504,6 +504,16 @@ impl Client {
             .unwrap_or_else(|| panic!("no {name} push within {WAIT:?}"))
     }
 
+    /// The messages of every `name` push (their `messageList`s, in order) until
+    /// `quiet` passes without one.
+    pub(crate) async fn messages_until_quiet(&mut self, name: &str, quiet: Duration) -> Vec<Value> {
+        let mut out = Vec::new();
+        while let Some(p) = self.try_push(name, quiet).await {
+            out.extend(p["data"]["messageList"].as_array().unwrap().iter().cloned());
+        }
+        out
+    }
+
     pub(crate) async fn try_push(&mut self, name: &str, timeout: Duration) -> Option<Value> {
         if let Some(pos) = self.pushes.iter().position(|p| p["push"] == name) {
             return self.pushes.remove(pos);
@@ -627,12 +637,12 @@ pub(crate) async fn assert_stored_sends_were_delivered(
     conversation_id: &str,
     conversation_type: u8,
 ) {
-    let mut live = Vec::new();
-    while let Some(p) = receiver.try_push(push, Duration::from_millis(500)).await {
-        for m in p["data"]["messageList"].as_array().unwrap() {
-            live.push(m["message"].as_str().unwrap().to_owned());
-        }
-    }
+    let live: Vec<String> = receiver
+        .messages_until_quiet(push, Duration::from_millis(500))
+        .await
+        .iter()
+        .map(|m| m["message"].as_str().unwrap().to_owned())
+        .collect();
     let r = receiver
         .request(
             "queryHistoryMessage",

@@ -47,6 +47,20 @@ async fn room_messages(c: &mut Client, n: usize) -> Vec<Value> {
     out
 }
 
+/// `got` holds the messages `"{s}:{i}"` of `senders` senders, `i` in
+/// `0..each`: each sender's, in the order it sent them.
+fn assert_each_sender_in_send_order(got: &[Value], senders: usize, each: u64) {
+    for s in 0..senders {
+        let mine: Vec<&str> = got
+            .iter()
+            .map(|m| m["message"].as_str().unwrap())
+            .filter(|t| t.starts_with(&format!("{s}:")))
+            .collect();
+        let expected: Vec<String> = (0..each).map(|i| format!("{s}:{i}")).collect();
+        assert_eq!(mine, expected, "sender {s} in send order");
+    }
+}
+
 #[tokio::test]
 async fn room_codes_in_their_situations() {
     let server = TestServer::start_with(
@@ -372,23 +386,11 @@ async fn a_busy_room_merges_messages_without_losing_or_reordering_any() {
     );
     assert!(server.metric("confab_room_merged_pushes_total").await > 0);
     assert!(server.metric("confab_room_merged_messages_total").await >= 2);
-    for s in 0..2 {
-        let mine: Vec<&str> = got
-            .iter()
-            .map(|m| m["message"].as_str().unwrap())
-            .filter(|t| t.starts_with(&format!("{s}:")))
-            .collect();
-        let expected: Vec<String> = (0..EACH).map(|i| format!("{s}:{i}")).collect();
-        assert_eq!(mine, expected, "sender {s} in send order");
-    }
+    assert_each_sender_in_send_order(&got, 2, EACH);
     // A sender gets only the other sender's messages, in seq order.
-    let mut s0 = Vec::new();
-    while let Some(p) = senders[0]
-        .try_push("receiveRoomMessage", Duration::from_millis(300))
-        .await
-    {
-        s0.extend(p["data"]["messageList"].as_array().unwrap().iter().cloned());
-    }
+    let s0 = senders[0]
+        .messages_until_quiet("receiveRoomMessage", Duration::from_millis(300))
+        .await;
     assert!(
         s0.iter().all(|m| m["senderUserID"] == "s1"),
         "own messages came back"
@@ -399,20 +401,18 @@ async fn a_busy_room_merges_messages_without_losing_or_reordering_any() {
     // yet published at the join may come both ways).
     let mut late = late.unwrap();
     let mut seen: Vec<u64> = Vec::new();
-    while let Some(p) = late
-        .try_push("receiveRoomMessage", Duration::from_millis(300))
+    for m in late
+        .messages_until_quiet("receiveRoomMessage", Duration::from_millis(300))
         .await
     {
-        for m in p["data"]["messageList"].as_array().unwrap() {
-            let seq = m["conversationSeq"].as_u64().unwrap();
-            if seen.last().is_none_or(|&last| seq > last) {
-                seen.push(seq);
-            } else {
-                assert!(
-                    seen.contains(&seq),
-                    "seq {seq} after {seen:?}: out of order"
-                );
-            }
+        let seq = m["conversationSeq"].as_u64().unwrap();
+        if seen.last().is_none_or(|&last| seq > last) {
+            seen.push(seq);
+        } else {
+            assert!(
+                seen.contains(&seq),
+                "seq {seq} after {seen:?}: out of order"
+            );
         }
     }
     assert_eq!(
@@ -474,15 +474,7 @@ async fn concurrent_pipelined_senders_with_a_full_store_queue_keep_seq_order() {
         .map(|m| m["conversationSeq"].as_u64().unwrap())
         .collect();
     assert_eq!(seqs, (1..=4 * EACH).collect::<Vec<_>>(), "seq order");
-    for s in 0..names.len() {
-        let mine: Vec<&str> = got
-            .iter()
-            .map(|m| m["message"].as_str().unwrap())
-            .filter(|t| t.starts_with(&format!("{s}:")))
-            .collect();
-        let expected: Vec<String> = (0..EACH).map(|i| format!("{s}:{i}")).collect();
-        assert_eq!(mine, expected, "sender {s} in send order");
-    }
+    assert_each_sender_in_send_order(&got, names.len(), EACH);
 }
 
 #[tokio::test]
