@@ -1,5 +1,10 @@
-//! A connection's outbound queue: bounded in frames and bytes, drained by one
+//! A connection's outbound queue: bounded in frames and bytes, drained by a
 //! writer task that batches frames into as few socket flushes as it can.
+//!
+//! The writer task runs only while the connection is writing: it parks a second
+//! after its last write, leaving the socket's write half and the queue in the
+//! outbox, and the next queued item starts it again. An idle connection keeps
+//! one task (its session), not two.
 //!
 //! Invariant: nothing grows without bound. When the queue is full the producer
 //! learns it ([`Slow`]) and disconnects the client as a slow consumer; unstored
@@ -44,13 +49,76 @@ pub(crate) enum Out {
 pub(crate) struct Slow;
 
 /// What the producers and the writer share besides the queue.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Shared {
     /// Bytes of text frames queued and not yet written.
     bytes: AtomicUsize,
     /// Set to make the writer skip the queue and close.
     abort: Mutex<Option<(u16, String)>>,
     abort_notify: Notify,
+    /// Whether a writer task runs, and what it needs while none does.
+    writer: Mutex<WriterState>,
+    /// Told when a writer parks or finishes (see [`Closer::finish`]).
+    writer_changed: Notify,
+    /// Where a parked writer is started again (`None`: a detached outbox).
+    runtime: Option<tokio::runtime::Handle>,
+}
+
+impl Shared {
+    fn new(writer: WriterState, runtime: Option<tokio::runtime::Handle>) -> Shared {
+        Shared {
+            bytes: AtomicUsize::new(0),
+            abort: Mutex::new(None),
+            abort_notify: Notify::new(),
+            writer: Mutex::new(writer),
+            writer_changed: Notify::new(),
+            runtime,
+        }
+    }
+
+    fn writer(&self) -> std::sync::MutexGuard<'_, WriterState> {
+        self.writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn abort_requested(&self) -> bool {
+        self.abort
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some()
+    }
+}
+
+/// The socket's write half and the queue's receiving end: what a writer task
+/// works with, kept in [`Shared`] while no task runs.
+struct Writer {
+    sink: SplitSink<WebSocket, Message>,
+    rx: queue::Receiver<Out>,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Writer")
+    }
+}
+
+/// Whether a connection has a writer task.
+///
+/// Invariant: while items are queued (or an abort is requested) and writing is
+/// not over, the state is `Running`. A writer parks only under the state's lock
+/// after seeing an empty queue, and every producer looks at the state after it
+/// queued; so an item queued after the writer last looked finds it parked and
+/// starts it.
+#[derive(Debug)]
+enum WriterState {
+    /// A writer task runs (for a detached outbox: nothing is ever started).
+    Running,
+    /// Nothing to write: the next item starts a task. An idle connection keeps
+    /// no task for writing, only this.
+    Parked(Writer),
+    /// Writing is over: a close frame went out, or the socket or queue ended.
+    Done,
 }
 
 /// The producing side of a connection's outbound queue. Cheap to clone.
@@ -62,24 +130,66 @@ pub(crate) struct Outbox {
     max_bytes: usize,
 }
 
-/// Starts the writer task for `sink` and returns the queue feeding it.
-pub(crate) fn spawn_writer(
+/// The session's hold on the writing side: it waits, at the end, until what was
+/// queued is written and the socket closed ([`Closer::finish`]).
+#[derive(Debug)]
+pub(crate) struct Closer {
+    shared: Arc<Shared>,
+}
+
+/// Makes the queue feeding `sink`. No task runs until something is queued; a
+/// writer task runs while there is something to write, and parks again when the
+/// queue is empty. Must be called on a tokio runtime, where writers will run.
+pub(crate) fn start(
     sink: SplitSink<WebSocket, Message>,
     max_frames: usize,
     max_bytes: usize,
-) -> (Outbox, tokio::task::JoinHandle<()>) {
+) -> (Outbox, Closer) {
     let (tx, rx) = queue::bounded(max_frames);
-    let shared = Arc::new(Shared::default());
-    let handle = tokio::spawn(writer(sink, rx, shared.clone()));
+    let shared = Arc::new(Shared::new(
+        WriterState::Parked(Writer { sink, rx }),
+        Some(tokio::runtime::Handle::current()),
+    ));
     (
         Outbox {
             tx,
-            shared,
+            shared: shared.clone(),
             max_frames: max_frames.max(1),
             max_bytes: max_bytes.max(1),
         },
-        handle,
+        Closer { shared },
     )
+}
+
+impl Closer {
+    /// Waits until writing is over: whatever is queued is written, then a close
+    /// frame if one was queued, else the socket is closed once every producer
+    /// is gone. A parked writer does this on the caller's task.
+    pub(crate) async fn finish(self) {
+        loop {
+            let changed = self.shared.writer_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let parked = {
+                let mut state = self.shared.writer();
+                match std::mem::replace(&mut *state, WriterState::Running) {
+                    WriterState::Parked(w) => Some(w),
+                    other => {
+                        let done = matches!(other, WriterState::Done);
+                        *state = other;
+                        if done {
+                            return;
+                        }
+                        None
+                    }
+                }
+            };
+            match parked {
+                Some(w) => return run_writer(w, self.shared.clone(), false).await,
+                None => changed.await,
+            }
+        }
+    }
 }
 
 impl Outbox {
@@ -88,7 +198,7 @@ impl Outbox {
         let (tx, rx) = queue::bounded(max_frames);
         let outbox = Outbox {
             tx,
-            shared: Arc::new(Shared::default()),
+            shared: Arc::new(Shared::new(WriterState::Running, None)),
             max_frames: max_frames.max(1),
             max_bytes: max_bytes.max(1),
         };
@@ -122,7 +232,10 @@ impl Outbox {
         }
         self.shared.bytes.fetch_add(len, Ordering::Relaxed);
         match self.tx.try_push(Out::Text(text)) {
-            Ok(()) => Ok(true),
+            Ok(()) => {
+                self.start_writer();
+                Ok(true)
+            }
             Err(_) => {
                 self.shared.bytes.fetch_sub(len, Ordering::Relaxed);
                 Err(Slow)
@@ -146,7 +259,29 @@ impl Outbox {
     /// Queues a ping; skipped when the queue is full (the queue itself then
     /// proves the peer is not reading).
     pub(crate) fn ping(&self) {
-        let _ = self.tx.try_push(Out::Ping);
+        if self.tx.try_push(Out::Ping).is_ok() {
+            self.start_writer();
+        }
+    }
+
+    /// Starts a writer task if none runs (after something was queued).
+    fn start_writer(&self) {
+        let parked = {
+            let mut state = self.shared.writer();
+            if !matches!(*state, WriterState::Parked(_)) {
+                return;
+            }
+            match std::mem::replace(&mut *state, WriterState::Running) {
+                WriterState::Parked(w) => w,
+                _ => unreachable!("matched just above"),
+            }
+        };
+        match &self.shared.runtime {
+            Some(runtime) => {
+                runtime.spawn(run_writer(parked, self.shared.clone(), true));
+            }
+            None => drop(parked),
+        }
     }
 
     /// Queues a close frame after whatever is queued, waiting briefly for room.
@@ -176,7 +311,10 @@ impl Outbox {
             if len == 0 || queued == 0 || queued + len <= self.max_bytes {
                 self.shared.bytes.fetch_add(len, Ordering::Relaxed);
                 match self.tx.try_push(item) {
-                    Ok(()) => return Ok(()),
+                    Ok(()) => {
+                        self.start_writer();
+                        return Ok(());
+                    }
                     Err(rejected) => {
                         self.shared.bytes.fetch_sub(len, Ordering::Relaxed);
                         if rejected.error == queue::PushError::Closed {
@@ -202,80 +340,203 @@ impl Outbox {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((code, reason));
         self.shared.abort_notify.notify_one();
+        self.start_writer();
     }
 }
 
-/// Room kept in an empty queue between bursts; more is given back, and all of it
-/// once a ping went out with nothing else (the connection is idle).
+/// How a writer stopped writing.
+enum Drained {
+    /// The queue is empty (only when the writer may park).
+    Idle,
+    /// A close frame went out: writing is over.
+    Closed,
+    /// The queue ended (every producer is gone) or the socket failed: close it.
+    Ended,
+}
+
+/// Room kept in an empty queue between bursts; more is given back after every
+/// flush, and all of it when the writer parks.
 const KEEP_IDLE_SLOTS: usize = 8;
 
-async fn writer(
-    mut sink: SplitSink<WebSocket, Message>,
-    mut rx: queue::Receiver<Out>,
-    shared: Arc<Shared>,
-) {
-    let close = |code, reason: String| {
-        Message::Close(Some(CloseFrame {
-            code,
-            reason: reason.into(),
-        }))
-    };
-    let written = async {
-        'outer: while let Some(first) = rx.recv().await {
-            let mut next = Some(first);
-            let mut only_pings = true;
-            while let Some(item) = next.take() {
-                only_pings &= matches!(item, Out::Ping);
-                let msg = match item {
-                    Out::Text(text) => {
-                        shared.bytes.fetch_sub(text.len(), Ordering::Relaxed);
-                        Message::Text(text)
+/// How long a writer task stays after its last write before it parks: a busy
+/// connection keeps its task (starting one per message would cost more than
+/// waking it), an idle one gives it back.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// When a writer that may park does: its timer, and its last write.
+struct Linger<'a> {
+    timer: std::pin::Pin<&'a mut tokio::time::Sleep>,
+    last_write: tokio::time::Instant,
+}
+
+/// Writes what is queued, several frames per flush. With a [`Linger`] it
+/// returns [`Drained::Idle`] once nothing was queued for [`LINGER`]; without,
+/// it waits for more until the queue ends.
+async fn drain(w: &mut Writer, shared: &Shared, mut linger: Option<&mut Linger<'_>>) -> Drained {
+    loop {
+        let first = match w.rx.try_recv() {
+            Some(item) => item,
+            None => match linger.as_deref_mut() {
+                None => match w.rx.recv().await {
+                    Some(item) => item,
+                    None => return Drained::Ended,
+                },
+                Some(linger) => loop {
+                    // The timer is reset only when it fires early: one timer
+                    // event per LINGER, however many writes.
+                    tokio::select! {
+                        biased;
+                        item = w.rx.recv() => match item {
+                            Some(item) => break item,
+                            None => return Drained::Ended,
+                        },
+                        () = linger.timer.as_mut() => {
+                            let due = linger.last_write + LINGER;
+                            if tokio::time::Instant::now() >= due {
+                                return Drained::Idle;
+                            }
+                            linger.timer.as_mut().reset(due);
+                        }
                     }
-                    Out::Ping => Message::Ping(bytes::Bytes::new()),
-                    Out::Close(code, reason) => {
-                        let _ = sink.send(close(code, reason)).await;
-                        return true;
-                    }
-                };
-                if sink.feed(msg).await.is_err() {
-                    break 'outer;
+                },
+            },
+        };
+        let mut next = Some(first);
+        while let Some(item) = next.take() {
+            let msg = match item {
+                Out::Text(text) => {
+                    shared.bytes.fetch_sub(text.len(), Ordering::Relaxed);
+                    Message::Text(text)
                 }
-                next = rx.try_recv();
+                Out::Ping => Message::Ping(bytes::Bytes::new()),
+                Out::Close(code, reason) => {
+                    let _ = w.sink.send(close_frame(code, reason)).await;
+                    return Drained::Closed;
+                }
+            };
+            if w.sink.feed(msg).await.is_err() {
+                return Drained::Ended;
             }
-            if sink.flush().await.is_err() {
-                break;
-            }
-            rx.shrink_if_empty(if only_pings { 0 } else { KEEP_IDLE_SLOTS });
+            next = w.rx.try_recv();
         }
-        false
-    };
-    let aborted = async {
-        loop {
-            let taken = shared
-                .abort
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .take();
-            if let Some(abort) = taken {
-                return abort;
-            }
-            shared.abort_notify.notified().await;
+        if w.sink.flush().await.is_err() {
+            return Drained::Ended;
         }
-    };
-    let closed = tokio::select! {
-        closed = written => closed,
-        (code, reason) = aborted => {
-            // The peer is not reading; give the close frame a moment, no more.
-            let _ = tokio::time::timeout(
-                std::time::Duration::from_secs(1),
-                sink.send(close(code, reason)),
-            )
-            .await;
-            true
+        w.rx.shrink_if_empty(KEEP_IDLE_SLOTS);
+        if let Some(linger) = linger.as_deref_mut() {
+            linger.last_write = tokio::time::Instant::now();
         }
-    };
-    if !closed {
-        let _ = sink.close().await;
     }
-    drop(rx);
+}
+
+fn close_frame(code: u16, reason: String) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    }))
+}
+
+/// The abort requested by [`Outbox::abort`], once there is one.
+async fn aborted(shared: &Shared) -> (u16, String) {
+    loop {
+        let taken = shared
+            .abort
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(abort) = taken {
+            return abort;
+        }
+        shared.abort_notify.notified().await;
+    }
+}
+
+/// A writer task: writes until nothing was queued for [`LINGER`], then parks
+/// (`may_park`), or goes on until writing is over. (An async block, not an
+/// `async fn`, which would keep its arguments twice.)
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps its arguments twice"
+)]
+fn run_writer(
+    mut w: Writer,
+    shared: Arc<Shared>,
+    mut may_park: bool,
+) -> impl Future<Output = ()> + Send {
+    // Made outside the async block, so it runs even if the future is dropped
+    // unpolled (a runtime shutting down) or the writer panics.
+    let mut ended = WriterEnded {
+        shared: shared.clone(),
+        parked: false,
+    };
+    async move {
+        let timer = tokio::time::sleep(LINGER);
+        tokio::pin!(timer);
+        let mut linger = Linger {
+            timer,
+            last_write: tokio::time::Instant::now(),
+        };
+        loop {
+            let drained = tokio::select! {
+                biased;
+                (code, reason) = aborted(&shared) => {
+                    // The peer is not reading; give the close frame a moment, no more.
+                    let _ = tokio::time::timeout(
+                        std::time::Duration::from_secs(1),
+                        w.sink.send(close_frame(code, reason)),
+                    )
+                    .await;
+                    Drained::Closed
+                }
+                drained = drain(&mut w, &shared, may_park.then_some(&mut linger)) => drained,
+            };
+            match drained {
+                Drained::Idle => {
+                    let mut state = shared.writer();
+                    if !w.rx.has_senders() {
+                        // Nothing more can come: wait for the queue's end, then close.
+                        may_park = false;
+                    } else if w.rx.is_empty() && !shared.abort_requested() {
+                        // An idle connection holds no queue room either.
+                        w.rx.shrink_if_empty(0);
+                        *state = WriterState::Parked(w);
+                        ended.parked();
+                        drop(state);
+                        shared.writer_changed.notify_waiters();
+                        return;
+                    }
+                }
+                Drained::Closed => break,
+                Drained::Ended => {
+                    let _ = w.sink.close().await;
+                    break;
+                }
+            }
+        }
+        drop(w);
+        drop(ended);
+    }
+}
+
+/// Ends a writer's turn: unless it parked, writing is over (`Done`) however
+/// the writer stopped, and a session waiting in [`Closer::finish`] is told.
+struct WriterEnded {
+    shared: Arc<Shared>,
+    parked: bool,
+}
+
+impl WriterEnded {
+    /// The writer parked: writing goes on with the next writer.
+    fn parked(&mut self) {
+        self.parked = true;
+    }
+}
+
+impl Drop for WriterEnded {
+    fn drop(&mut self) {
+        if !self.parked {
+            *self.shared.writer() = WriterState::Done;
+            self.shared.writer_changed.notify_waiters();
+        }
+    }
 }

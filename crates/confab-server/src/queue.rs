@@ -199,6 +199,16 @@ impl<T> Receiver<T> {
         .await
     }
 
+    /// Whether nothing is queued.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.inner.lock().items.is_empty()
+    }
+
+    /// Whether any sender is left (without one, nothing more can be queued).
+    pub(crate) fn has_senders(&self) -> bool {
+        self.inner.senders.load(Ordering::Acquire) > 0
+    }
+
     /// The next item if one is queued.
     pub(crate) fn try_recv(&mut self) -> Option<T> {
         self.inner.lock().items.pop_front()

@@ -2,10 +2,11 @@
 //! heartbeats, requests, and delivery of what the hub hands it.
 //!
 //! A session is one task that owns the read half of the socket and a [`Outbox`]
-//! feeding the writer task. Requests are answered in order; a durable send is
-//! answered only after the store has committed it, which is what makes the reply
-//! an acknowledgement (with a store that keeps call order, up to 64 of them are
-//! in flight at once, and any other request waits for them).
+//! feeding a writer task (which runs only while there is something to write).
+//! Requests are answered in order; a durable send is answered only after the
+//! store has committed it, which is what makes the reply an acknowledgement
+//! (with a store that keeps call order, up to 64 of them are in flight at once,
+//! and any other request waits for them).
 //!
 //! Invariant: a session delivers stored peer messages to its client in inbox order,
 //! each once: live publications below the delivered position are skipped, and a
@@ -67,10 +68,14 @@ struct LoggedIn {
 }
 
 /// Runs a connection to its end.
-pub(crate) async fn run(shared: Arc<Shared>, socket: WebSocket) {
+///
+/// Not an `async fn`: the socket is split before the future is made, so the
+/// future (which every idle connection keeps) holds the halves only, not the
+/// socket it was given as well.
+pub(crate) fn run(shared: Arc<Shared>, socket: WebSocket) -> impl Future<Output = ()> + Send {
     let limits = &shared.config.limits;
     let (sink, stream) = socket.split();
-    let (outbox, writer) = outbox::spawn_writer(
+    let (outbox, closer) = outbox::start(
         sink,
         limits.outbound_queue_frames,
         limits.outbound_queue_bytes,
@@ -91,25 +96,29 @@ pub(crate) async fn run(shared: Arc<Shared>, socket: WebSocket) {
         pipelined_room: None,
     };
     let mut stream = stream;
-    let ending = session.serve(&mut stream).await;
-    let server_closed = ending.is_some();
-    // Boxed, as what follows: the task's future is as large as its largest
-    // state, and it spends its life in `serve`.
-    Box::pin(session.finish(ending)).await;
-    drop(session);
-    let _ = writer.await;
-    if server_closed {
-        // Complete the closing handshake: read until the client's close frame (or a
-        // short timeout), so the socket is not reset under data the client has not
-        // read yet, such as the `disconnect` push that says why.
-        let _ = Box::pin(tokio::time::timeout(Duration::from_secs(2), async {
-            while let Some(Ok(msg)) = stream.next().await {
-                if matches!(msg, Message::Close(_)) {
-                    break;
+    // An async block, not an `async fn`: the arguments of an `async fn` are
+    // kept twice in its future, as arguments and as locals.
+    async move {
+        let ending = session.serve(&mut stream).await;
+        let server_closed = ending.is_some();
+        // Boxed, as what follows: the task's future is as large as its largest
+        // state, and it spends its life in `serve`.
+        Box::pin(session.finish(ending)).await;
+        drop(session);
+        Box::pin(closer.finish()).await;
+        if server_closed {
+            // Complete the closing handshake: read until the client's close frame
+            // (or a short timeout), so the socket is not reset under data the
+            // client has not read yet, such as the `disconnect` push that says why.
+            let _ = Box::pin(tokio::time::timeout(Duration::from_secs(2), async {
+                while let Some(Ok(msg)) = stream.next().await {
+                    if matches!(msg, Message::Close(_)) {
+                        break;
+                    }
                 }
-            }
-        }))
-        .await;
+            }))
+            .await;
+        }
     }
 }
 
@@ -170,9 +179,12 @@ struct PeerDone {
 type AppendFuture = crate::rooms::Started<Done>;
 
 /// The oldest append in flight (never resolves when there is none).
-async fn next_append(appends: &mut VecDeque<AppendFuture>) -> Done {
+///
+/// Boxed: a finished append is large, and the session's future would otherwise
+/// keep room for one while it waits for anything.
+async fn next_append(appends: &mut VecDeque<AppendFuture>) -> Box<Done> {
     match appends.front_mut() {
-        Some(f) => f.as_mut().await,
+        Some(f) => Box::new(f.as_mut().await),
         None => std::future::pending().await,
     }
 }
@@ -300,7 +312,7 @@ impl Session {
                 // these to be published.
                 done = next_append(self.appends.get()), if has_appends => {
                     self.appends.get().pop_front();
-                    if let Some(end) = Box::pin(self.finish_append(done)).await {
+                    if let Some(end) = Box::pin(self.finish_append(*done)).await {
                         return Some(end);
                     }
                 }

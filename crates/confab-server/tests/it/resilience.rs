@@ -91,6 +91,105 @@ async fn a_slow_consumer_is_disconnected_not_buffered() {
 }
 
 #[tokio::test]
+async fn an_idle_connection_keeps_one_task_and_wakes_for_a_message() {
+    let server = TestServer::start().await;
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let settle = |want: usize| {
+        let metrics = metrics.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + WAIT;
+            loop {
+                let alive = metrics.num_alive_tasks();
+                if alive == want || tokio::time::Instant::now() >= deadline {
+                    return alive;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    // The server's own tasks and one idle logged-in connection's, once its
+    // writer could park (a writer stays a second after its last write).
+    let mut bob = server.login("bob").await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let base = steady_task_count(&metrics).await;
+    let mut idle = Vec::new();
+    for i in 0..10 {
+        idle.push(server.login(&format!("idle{i}")).await);
+    }
+    // Each idle connection keeps its session task only: its writer task ended
+    // once the login reply was written.
+    assert_eq!(
+        settle(base + 10).await,
+        base + 10,
+        "tasks per idle connection"
+    );
+    // A message to an idle connection starts its writer again.
+    let r = idle[3].send_text("bob", "wake up", 1).await;
+    assert_eq!(r["code"], 0, "{r}");
+    let push = bob.push("receivePeerMessage").await;
+    assert_eq!(push["data"]["messageList"][0]["message"], "wake up");
+    assert_eq!(
+        settle(base + 10).await,
+        base + 10,
+        "tasks after the message"
+    );
+    for c in &mut idle {
+        assert!(c.alive().await);
+    }
+}
+
+/// The runtime's task count once it held still for 300 ms.
+async fn steady_task_count(metrics: &tokio::runtime::RuntimeMetrics) -> usize {
+    let mut last = metrics.num_alive_tasks();
+    let mut same_since = tokio::time::Instant::now();
+    let deadline = same_since + WAIT;
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = metrics.num_alive_tasks();
+        if now != last {
+            last = now;
+            same_since = tokio::time::Instant::now();
+        } else if same_since.elapsed() >= Duration::from_millis(300) {
+            break;
+        }
+    }
+    last
+}
+
+#[tokio::test]
+async fn connections_whose_writers_parked_still_get_their_disconnect() {
+    let server = TestServer::start().await;
+    let mut first = server.login("alice").await;
+    let mut idle = server.login("carol").await;
+    idle.push("syncComplete").await;
+    first.push("syncComplete").await;
+    // Past the writers' linger: both connections' writers have parked.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // A kick reaches a parked writer...
+    let mut second = server.login("alice").await;
+    let closed = first.closed(WAIT).await;
+    assert_eq!(closed.reason.as_deref(), Some("kickedOut"), "{closed:?}");
+    assert_eq!(closed.code, Some(4001));
+    assert!(second.alive().await);
+    // ...and so does a shutdown.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let stopping = tokio::spawn(server.stop());
+    for c in [&mut idle, &mut second] {
+        let closed = c.closed(WAIT).await;
+        assert_eq!(
+            closed.reason.as_deref(),
+            Some("serverShutdown"),
+            "{closed:?}"
+        );
+        assert_eq!(closed.code, Some(4008));
+    }
+    tokio::time::timeout(WAIT, stopping)
+        .await
+        .expect("the server stops")
+        .unwrap();
+}
+
+#[tokio::test]
 async fn stored_messages_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start_in(dir.path(), |_| {}, Options::default()).await;
