@@ -226,6 +226,20 @@ impl Session {
         self.live_sent.push_back((local_message_id, reply));
     }
 
+    /// The server's limits (connection-level settings: timeouts, heartbeats,
+    /// frame size), whatever app the session logs in to.
+    fn server_limits(&self) -> &crate::config::Limits {
+        &self.shared.config.limits
+    }
+
+    fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.server_limits().idle_timeout_secs)
+    }
+
+    fn ping_every(&self) -> Duration {
+        Duration::from_secs(self.server_limits().ping_interval_secs)
+    }
+
     fn limits(&self) -> &crate::config::Limits {
         self.login
             .as_ref()
@@ -249,15 +263,13 @@ impl Session {
     /// token warning and expiry) shares one timer, set to the earliest: the
     /// future that waits for an idle client stays small.
     async fn serve(&mut self, stream: &mut SplitStream<WebSocket>) -> Ending {
-        let limits = &self.shared.config.limits;
-        let login_timeout_secs = limits.login_timeout_secs;
-        let idle_timeout_secs = limits.idle_timeout_secs;
-        let max_frame_bytes = limits.max_frame_bytes;
-        let ping_every = Duration::from_secs(limits.ping_interval_secs);
-        let idle_timeout = Duration::from_secs(idle_timeout_secs);
-        let login_deadline = Instant::now() + Duration::from_secs(login_timeout_secs);
-        let mut idle_at = Instant::now() + idle_timeout;
-        let mut ping_at = Instant::now() + ping_every;
+        // Settings are read where they are used and deadlines worked out
+        // before each wait, not kept across it: every idle connection's future
+        // holds what lives across the wait.
+        let login_deadline =
+            Instant::now() + Duration::from_secs(self.server_limits().login_timeout_secs);
+        let mut idle_at = Instant::now() + self.idle_timeout();
+        let mut ping_at = Instant::now() + self.ping_every();
         let timer = tokio::time::sleep_until(ping_at);
         tokio::pin!(timer);
         let mut shutdown = self.shared.shutdown.clone();
@@ -270,19 +282,21 @@ impl Session {
         loop {
             let logged_in = self.login.is_some();
             let warned = self.login.as_ref().is_some_and(|l| l.warned);
-            // Token deadlines only while logged in; the login deadline before.
-            let (warn_at, expire_at) = self.token_deadlines().unwrap_or((idle_at, idle_at));
-            let mut wake = idle_at.min(ping_at);
-            if !logged_in {
-                wake = wake.min(login_deadline);
-            } else {
-                if !warned {
-                    wake = wake.min(warn_at);
+            {
+                // Token deadlines only while logged in; the login deadline before.
+                let (warn_at, expire_at) = self.token_deadlines().unwrap_or((idle_at, idle_at));
+                let mut wake = idle_at.min(ping_at);
+                if !logged_in {
+                    wake = wake.min(login_deadline);
+                } else {
+                    if !warned {
+                        wake = wake.min(warn_at);
+                    }
+                    wake = wake.min(expire_at);
                 }
-                wake = wake.min(expire_at);
-            }
-            if timer.deadline() != wake {
-                timer.as_mut().reset(wake);
+                if timer.deadline() != wake {
+                    timer.as_mut().reset(wake);
+                }
             }
             let has_appends = !self.appends.get().is_empty();
             tokio::select! {
@@ -317,14 +331,15 @@ impl Session {
                     }
                 }
                 msg = stream.next() => {
-                    idle_at = Instant::now() + idle_timeout;
+                    idle_at = Instant::now() + self.idle_timeout();
                     match msg {
                         None | Some(Ok(Message::Close(_))) => return None,
                         Some(Err(e)) => {
                             let text = e.to_string();
                             if text.contains("too long") || text.contains("Space limit") {
                                 return Some((DisconnectReason::FrameTooLarge, format!(
-                                    "a frame exceeded the limit of {max_frame_bytes} bytes"
+                                    "a frame exceeded the limit of {} bytes",
+                                    self.server_limits().max_frame_bytes
                                 )));
                             }
                             tracing::debug!(session = self.id, error = %text, "read failed");
@@ -345,20 +360,25 @@ impl Session {
                     }
                 }
                 () = &mut timer => {
+                    // Deadlines first: one that passed counts as now, and `now`
+                    // must not be earlier than it.
+                    let (warn_at, expire_at) = self.token_deadlines().unwrap_or((idle_at, idle_at));
                     let now = Instant::now();
                     if now >= ping_at {
                         self.outbox.ping();
                         self.events_rx.shrink_if_empty(0);
-                        ping_at = now + ping_every;
+                        ping_at = now + self.ping_every();
                     }
                     if now >= idle_at {
                         return Some((DisconnectReason::HeartbeatTimeout, format!(
-                            "nothing heard from the client for {idle_timeout_secs} s"
+                            "nothing heard from the client for {} s",
+                            self.server_limits().idle_timeout_secs
                         )));
                     }
                     if !logged_in && now >= login_deadline {
                         return Some((DisconnectReason::LoginTimeout, format!(
-                            "no login within {login_timeout_secs} s of connecting"
+                            "no login within {} s of connecting",
+                            self.server_limits().login_timeout_secs
                         )));
                     }
                     if logged_in && !warned && now >= warn_at {
