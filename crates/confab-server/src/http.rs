@@ -112,10 +112,15 @@ async fn ws(
     upgrade
         .max_message_size(max)
         .max_frame_size(max)
-        // Clients send little: a small read buffer (it grows for a larger frame)
-        // keeps an idle connection cheap. 256 bytes holds a request with a
-        // 64-byte body; 512 cost 0.4 KiB more per idle connection.
-        .read_buffer_size(256)
+        // Clients send little: a small read buffer keeps an idle connection
+        // cheap. tungstenite grows it to take the login frame and never gives
+        // it back, to about this size plus the frame's, so smaller is cheaper:
+        // 64 bytes cost 0.2-0.35 KiB less per idle connection than 256 (and
+        // 512 0.4 KiB more), with the same durable-send throughput. Not
+        // smaller: a buffer made again after a frame starts at this size, so a
+        // frame takes more reads; at 16 bytes durable sends ran a quarter
+        // slower (docs/benchmarks.md).
+        .read_buffer_size(64)
         .write_buffer_size(16 * 1024)
         .on_failed_upgrade({
             let shared = shared.clone();
