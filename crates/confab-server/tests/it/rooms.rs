@@ -513,14 +513,20 @@ async fn members_paging_count_and_batched_events() {
         assert_eq!(join(&mut c, "big").await["code"], 0);
         others.push(c);
     }
-    // The owner hears of 60 joins in a few batched frames, not 60.
+    // The owner hears of 60 joins in a few batched frames, not 60. (A list may
+    // also name the owner itself, right after it made the room: not counted. A
+    // join still pending when its member leaves is never announced, so the
+    // leave below must come after the last join went out.)
     let mut joined = BTreeSet::new();
     let mut frames = 0;
     while joined.len() < 60 {
         let p = owner.push("roomMemberJoined").await;
         frames += 1;
         for m in p["data"]["memberList"].as_array().unwrap() {
-            joined.insert(m["userID"].as_str().unwrap().to_owned());
+            let user = m["userID"].as_str().unwrap();
+            if user != "owner" {
+                joined.insert(user.to_owned());
+            }
         }
     }
     assert!(frames < 30, "{frames} frames for 60 joins");
