@@ -82,11 +82,10 @@ impl Shared {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn abort_requested(&self) -> bool {
+    fn abort(&self) -> std::sync::MutexGuard<'_, Option<(u16, String)>> {
         self.abort
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .is_some()
     }
 }
 
@@ -119,6 +118,19 @@ enum WriterState {
     Parked(Writer),
     /// Writing is over: a close frame went out, or the socket or queue ended.
     Done,
+}
+
+impl WriterState {
+    /// Takes a parked writer to run it, leaving `Running`; any other state stays.
+    fn take_parked(&mut self) -> Option<Writer> {
+        match std::mem::replace(self, WriterState::Running) {
+            WriterState::Parked(w) => Some(w),
+            other => {
+                *self = other;
+                None
+            }
+        }
+    }
 }
 
 /// The producing side of a connection's outbound queue. Cheap to clone.
@@ -172,17 +184,10 @@ impl Closer {
             changed.as_mut().enable();
             let parked = {
                 let mut state = self.shared.writer();
-                match std::mem::replace(&mut *state, WriterState::Running) {
-                    WriterState::Parked(w) => Some(w),
-                    other => {
-                        let done = matches!(other, WriterState::Done);
-                        *state = other;
-                        if done {
-                            return;
-                        }
-                        None
-                    }
+                if matches!(*state, WriterState::Done) {
+                    return;
                 }
+                state.take_parked()
             };
             match parked {
                 Some(w) => return run_writer(w, self.shared.clone(), false).await,
@@ -266,15 +271,8 @@ impl Outbox {
 
     /// Starts a writer task if none runs (after something was queued).
     fn start_writer(&self) {
-        let parked = {
-            let mut state = self.shared.writer();
-            if !matches!(*state, WriterState::Parked(_)) {
-                return;
-            }
-            match std::mem::replace(&mut *state, WriterState::Running) {
-                WriterState::Parked(w) => w,
-                _ => unreachable!("matched just above"),
-            }
+        let Some(parked) = self.shared.writer().take_parked() else {
+            return;
         };
         match &self.shared.runtime {
             Some(runtime) => {
@@ -334,11 +332,7 @@ impl Outbox {
     /// Makes the writer drop whatever is queued and send a close frame now (for a
     /// client that is not reading: its queue will never drain).
     pub(crate) fn abort(&self, code: u16, reason: String) {
-        *self
-            .shared
-            .abort
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((code, reason));
+        *self.shared.abort() = Some((code, reason));
         self.shared.abort_notify.notify_one();
         self.start_writer();
     }
@@ -346,7 +340,7 @@ impl Outbox {
 
 /// How a writer stopped writing.
 enum Drained {
-    /// The queue is empty (only when the writer may park).
+    /// Nothing was queued for [`LINGER`] (only when the writer may park).
     Idle,
     /// A close frame went out: writing is over.
     Closed,
@@ -439,11 +433,7 @@ fn close_frame(code: u16, reason: String) -> Message {
 /// The abort requested by [`Outbox::abort`], once there is one.
 async fn aborted(shared: &Shared) -> (u16, String) {
     loop {
-        let taken = shared
-            .abort
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
+        let taken = shared.abort().take();
         if let Some(abort) = taken {
             return abort;
         }
@@ -496,7 +486,7 @@ fn run_writer(
                     if !w.rx.has_senders() {
                         // Nothing more can come: wait for the queue's end, then close.
                         may_park = false;
-                    } else if w.rx.is_empty() && !shared.abort_requested() {
+                    } else if w.rx.is_empty() && shared.abort().is_none() {
                         // An idle connection holds no queue room either.
                         w.rx.shrink_if_empty(0);
                         *state = WriterState::Parked(w);

@@ -74,7 +74,7 @@ struct LoggedIn {
 /// socket it was given as well.
 pub(crate) fn run(shared: Arc<Shared>, socket: WebSocket) -> impl Future<Output = ()> + Send {
     let limits = &shared.config.limits;
-    let (sink, stream) = socket.split();
+    let (sink, mut stream) = socket.split();
     let (outbox, closer) = outbox::start(
         sink,
         limits.outbound_queue_frames,
@@ -95,7 +95,6 @@ pub(crate) fn run(shared: Arc<Shared>, socket: WebSocket) -> impl Future<Output 
         appends: Appends::default(),
         pipelined_room: None,
     };
-    let mut stream = stream;
     // An async block, not an `async fn`: the arguments of an `async fn` are
     // kept twice in its future, as arguments and as locals.
     async move {
