@@ -5,18 +5,22 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use axum::extract::{DefaultBodyLimit, State, WebSocketUpgrade};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
 use confab_proto::ErrorCode;
+use futures_util::FutureExt as _;
+use futures_util::future::Either;
 use serde_json::json;
 
 use crate::logs;
 use crate::session;
 use crate::state::{Metrics, Shared};
+use crate::ws;
 
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
@@ -76,11 +80,44 @@ fn origin_allowed(origin: &str, host: Option<&str>, allowed: &[String]) -> bool 
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-async fn ws(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    upgrade: WebSocketUpgrade,
-) -> Response {
+/// Whether a header's comma-separated values include `token` (any case).
+fn header_has(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|v| {
+        v.as_bytes()
+            .split(|b| *b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    })
+}
+
+/// The `Sec-WebSocket-Key` of a valid WebSocket opening handshake (RFC 6455
+/// 4.2.1), or what is wrong with the request.
+fn handshake_key(req: &Request) -> Result<&HeaderValue, &'static str> {
+    let headers = req.headers();
+    if req.method() != Method::GET {
+        return Err("a WebSocket handshake must be a GET request\n");
+    }
+    if !header_has(headers, header::CONNECTION, "upgrade") {
+        return Err("the Connection header must include \"upgrade\"\n");
+    }
+    if !header_has(headers, header::UPGRADE, "websocket") {
+        return Err("the Upgrade header must be \"websocket\"\n");
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_none_or(|v| v.as_bytes() != b"13")
+    {
+        return Err("the Sec-WebSocket-Version header must be 13\n");
+    }
+    headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .ok_or("the Sec-WebSocket-Key header is missing\n")
+}
+
+/// The WebSocket endpoint: checks the origin and the handshake, answers `101
+/// Switching Protocols`, and runs the session on the upgraded connection (see
+/// `ws` for why not axum's WebSocket).
+async fn ws(State(shared): State<Arc<Shared>>, mut req: Request) -> Response {
+    let headers = req.headers();
     if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
         let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
         if !origin_allowed(origin, host, &shared.config.allowed_origins) {
@@ -91,6 +128,17 @@ async fn ws(
                 .into_response();
         }
     }
+    let accept = match handshake_key(&req) {
+        Ok(key) => ws::derive_accept_key(key.as_bytes()),
+        Err(problem) => return (StatusCode::BAD_REQUEST, problem).into_response(),
+    };
+    let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
+        return (
+            StatusCode::UPGRADE_REQUIRED,
+            "this connection cannot be upgraded to a WebSocket\n",
+        )
+            .into_response();
+    };
     let limits = &shared.config.limits;
     let current = shared.metrics.connections.fetch_add(1, Ordering::Relaxed);
     if current >= limits.max_connections {
@@ -109,26 +157,24 @@ async fn ws(
         .chain([limits.max_frame_bytes])
         .max()
         .unwrap_or(limits.max_frame_bytes);
-    upgrade
-        .max_message_size(max)
-        .max_frame_size(max)
-        // Clients send little: a small read buffer keeps an idle connection
-        // cheap. tungstenite grows it to take the login frame and never gives
-        // it back, to about this size plus the frame's, so smaller is cheaper:
-        // 64 bytes cost 0.2-0.35 KiB less per idle connection than 256 (and
-        // 512 0.4 KiB more), with the same durable-send throughput. Not
-        // smaller: a buffer made again after a frame starts at this size, so a
-        // frame takes more reads; at 16 bytes durable sends ran a quarter
-        // slower (docs/benchmarks.md).
-        .read_buffer_size(64)
-        .write_buffer_size(16 * 1024)
-        .on_failed_upgrade({
-            let shared = shared.clone();
-            move |_| {
-                shared.metrics.connections.fetch_sub(1, Ordering::Relaxed);
-            }
-        })
-        .on_upgrade(move |socket| session::run(shared, socket))
+    // A combinator, not an async block: the task (one per connection, for its
+    // life) is then the session's future and little more; an async block
+    // would keep the upgrade's result and its own captures beside it.
+    tokio::spawn(on_upgrade.then(move |upgraded| match upgraded {
+        Ok(upgraded) => Either::Left(session::run(shared, upgraded, max)),
+        Err(e) => {
+            tracing::debug!(error = %e, "WebSocket upgrade failed");
+            shared.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+            Either::Right(std::future::ready(()))
+        }
+    }));
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, "websocket")
+        .header(header::SEC_WEBSOCKET_ACCEPT, accept)
+        .body(Body::empty())
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
 async fn readyz(State(shared): State<Arc<Shared>>) -> Response {

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::ws::Utf8Bytes;
+use crate::ws::Utf8Bytes;
 use bytes::{BufMut, Bytes, BytesMut};
 use confab_broker::Handler;
 use confab_proto::frame::{DisconnectReason, Priority, RoomPushMerger};

@@ -21,6 +21,7 @@ mod session;
 mod state;
 mod validate;
 mod web;
+mod ws;
 
 use std::future::Future;
 use std::sync::Arc;

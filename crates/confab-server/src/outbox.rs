@@ -1,10 +1,10 @@
 //! A connection's outbound queue: bounded in frames and bytes, drained by a
 //! writer task that batches frames into as few socket flushes as it can.
 //!
-//! The writer task runs only while the connection is writing: it parks a second
-//! after its last write, leaving the socket's write half and the queue in the
-//! outbox, and the next queued item starts it again. An idle connection keeps
-//! one task (its session), not two.
+//! The writer task runs only while the connection is writing: it parks soon
+//! after its last write (50 ms, or a second on a busy connection), leaving the
+//! socket's write half and the queue in the outbox, and the next queued item
+//! starts it again. An idle connection keeps one task (its session), not two.
 //!
 //! Invariant: nothing grows without bound. When the queue is full the producer
 //! learns it ([`Slow`]) and disconnects the client as a slow consumer; unstored
@@ -14,13 +14,12 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use bytes::Bytes;
 use confab_proto::frame::Priority;
-use futures_util::SinkExt;
-use futures_util::stream::SplitSink;
 use tokio::sync::Notify;
 
 use crate::queue;
+use crate::ws::{SocketWriter, Utf8Bytes};
 
 /// What a frame is, for shedding under load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +39,8 @@ pub(crate) enum Class {
 pub(crate) enum Out {
     Text(Utf8Bytes),
     Ping,
+    /// The answer to the client's ping with this payload.
+    Pong(Bytes),
     /// Send a close frame, then stop.
     Close(u16, String),
 }
@@ -92,8 +93,10 @@ impl Shared {
 /// The socket's write half and the queue's receiving end: what a writer task
 /// works with, kept in [`Shared`] while no task runs.
 struct Writer {
-    sink: SplitSink<WebSocket, Message>,
+    socket: SocketWriter,
     rx: queue::Receiver<Out>,
+    /// When this writer last parked (`None`: never): see [`QUICK_LINGER`].
+    parked_at: Option<tokio::time::Instant>,
 }
 
 impl std::fmt::Debug for Writer {
@@ -149,17 +152,17 @@ pub(crate) struct Closer {
     shared: Arc<Shared>,
 }
 
-/// Makes the queue feeding `sink`. No task runs until something is queued; a
+/// Makes the queue feeding `socket`. No task runs until something is queued; a
 /// writer task runs while there is something to write, and parks again when the
 /// queue is empty. Must be called on a tokio runtime, where writers will run.
-pub(crate) fn start(
-    sink: SplitSink<WebSocket, Message>,
-    max_frames: usize,
-    max_bytes: usize,
-) -> (Outbox, Closer) {
+pub(crate) fn start(socket: SocketWriter, max_frames: usize, max_bytes: usize) -> (Outbox, Closer) {
     let (tx, rx) = queue::bounded(max_frames);
     let shared = Arc::new(Shared::new(
-        WriterState::Parked(Writer { sink, rx }),
+        WriterState::Parked(Writer {
+            socket,
+            rx,
+            parked_at: None,
+        }),
         Some(tokio::runtime::Handle::current()),
     ));
     (
@@ -269,6 +272,13 @@ impl Outbox {
         }
     }
 
+    /// Queues the answer to the client's ping; skipped when the queue is full.
+    pub(crate) fn pong(&self, payload: Bytes) {
+        if self.tx.try_push(Out::Pong(payload)).is_ok() {
+            self.start_writer();
+        }
+    }
+
     /// Starts a writer task if none runs (after something was queued).
     fn start_writer(&self) {
         let Some(parked) = self.shared.writer().take_parked() else {
@@ -340,7 +350,7 @@ impl Outbox {
 
 /// How a writer stopped writing.
 enum Drained {
-    /// Nothing was queued for [`LINGER`] (only when the writer may park).
+    /// Nothing was queued for the writer's stay (only when it may park).
     Idle,
     /// A close frame went out: writing is over.
     Closed,
@@ -348,23 +358,34 @@ enum Drained {
     Ended,
 }
 
+/// Bytes of frames written per socket write at most (more go in the next).
+const WRITE_BATCH: usize = 16 * 1024;
+
 /// Room kept in an empty queue between bursts; more is given back after every
 /// flush, and all of it when the writer parks.
 const KEEP_IDLE_SLOTS: usize = 8;
 
-/// How long a writer task stays after its last write before it parks: a busy
-/// connection keeps its task (starting one per message would cost more than
-/// waking it), an idle one gives it back.
+/// How long a writer task stays after its last write before it parks, when
+/// its connection is busy (it wrote within [`LINGER`] of parking last): it keeps
+/// its task, as starting one per message would cost more than waking it.
 const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// When a writer that may park does: its timer, and its last write.
+/// How long the others stay: a login's reply, a ping's, a rare push. A writer
+/// task and its buffers are about 1.5 KB; with a whole [`LINGER`] after every
+/// login, a storm of logins held one per connection at its peak, and the heap
+/// kept those pages.
+const QUICK_LINGER: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// When a writer that may park does: its timer, how long it stays, and its
+/// last write.
 struct Linger<'a> {
     timer: std::pin::Pin<&'a mut tokio::time::Sleep>,
+    stay: std::time::Duration,
     last_write: tokio::time::Instant,
 }
 
 /// Writes what is queued, several frames per flush. With a [`Linger`] it
-/// returns [`Drained::Idle`] once nothing was queued for [`LINGER`]; without,
+/// returns [`Drained::Idle`] once nothing was queued for its stay; without,
 /// it waits for more until the queue ends.
 async fn drain(w: &mut Writer, shared: &Shared, mut linger: Option<&mut Linger<'_>>) -> Drained {
     loop {
@@ -377,7 +398,7 @@ async fn drain(w: &mut Writer, shared: &Shared, mut linger: Option<&mut Linger<'
                 },
                 Some(linger) => loop {
                     // The timer is reset only when it fires early: one timer
-                    // event per LINGER, however many writes.
+                    // event per stay, however many writes.
                     tokio::select! {
                         biased;
                         item = w.rx.recv() => match item {
@@ -385,7 +406,7 @@ async fn drain(w: &mut Writer, shared: &Shared, mut linger: Option<&mut Linger<'
                             None => return Drained::Ended,
                         },
                         () = linger.timer.as_mut() => {
-                            let due = linger.last_write + LINGER;
+                            let due = linger.last_write + linger.stay;
                             if tokio::time::Instant::now() >= due {
                                 return Drained::Idle;
                             }
@@ -397,23 +418,25 @@ async fn drain(w: &mut Writer, shared: &Shared, mut linger: Option<&mut Linger<'
         };
         let mut next = Some(first);
         while let Some(item) = next.take() {
-            let msg = match item {
+            match item {
                 Out::Text(text) => {
                     shared.bytes.fetch_sub(text.len(), Ordering::Relaxed);
-                    Message::Text(text)
+                    w.socket.text(text.as_str());
                 }
-                Out::Ping => Message::Ping(bytes::Bytes::new()),
+                Out::Ping => w.socket.ping(),
+                Out::Pong(payload) => w.socket.pong(&payload),
                 Out::Close(code, reason) => {
-                    let _ = w.sink.send(close_frame(code, reason)).await;
+                    w.socket.close(code, &reason);
+                    let _ = w.socket.flush().await;
                     return Drained::Closed;
                 }
-            };
-            if w.sink.feed(msg).await.is_err() {
+            }
+            if w.socket.buffered() >= WRITE_BATCH && w.socket.flush().await.is_err() {
                 return Drained::Ended;
             }
             next = w.rx.try_recv();
         }
-        if w.sink.flush().await.is_err() {
+        if w.socket.flush().await.is_err() {
             return Drained::Ended;
         }
         w.rx.shrink_if_empty(KEEP_IDLE_SLOTS);
@@ -421,13 +444,6 @@ async fn drain(w: &mut Writer, shared: &Shared, mut linger: Option<&mut Linger<'
             linger.last_write = tokio::time::Instant::now();
         }
     }
-}
-
-fn close_frame(code: u16, reason: String) -> Message {
-    Message::Close(Some(CloseFrame {
-        code,
-        reason: reason.into(),
-    }))
 }
 
 /// The abort requested by [`Outbox::abort`], once there is one.
@@ -441,7 +457,7 @@ async fn aborted(shared: &Shared) -> (u16, String) {
     }
 }
 
-/// A writer task: writes until nothing was queued for [`LINGER`], then parks
+/// A writer task: writes until nothing was queued for its stay, then parks
 /// (`may_park`), or goes on until writing is over. (An async block, not an
 /// `async fn`, which would keep its arguments twice.)
 #[allow(
@@ -460,10 +476,16 @@ fn run_writer(
         parked: false,
     };
     async move {
-        let timer = tokio::time::sleep(LINGER);
+        let now = tokio::time::Instant::now();
+        let stay = match w.parked_at {
+            Some(parked) if now.duration_since(parked) < LINGER => LINGER,
+            _ => QUICK_LINGER,
+        };
+        let timer = tokio::time::sleep(stay);
         tokio::pin!(timer);
         let mut linger = Linger {
             timer,
+            stay,
             last_write: tokio::time::Instant::now(),
         };
         loop {
@@ -471,9 +493,11 @@ fn run_writer(
                 biased;
                 (code, reason) = aborted(&shared) => {
                     // The peer is not reading; give the close frame a moment, no more.
+                    // A frame a cancelled flush left part-written is finished first.
+                    w.socket.close(code, &reason);
                     let _ = tokio::time::timeout(
                         std::time::Duration::from_secs(1),
-                        w.sink.send(close_frame(code, reason)),
+                        w.socket.flush(),
                     )
                     .await;
                     Drained::Closed
@@ -489,6 +513,11 @@ fn run_writer(
                     } else if w.rx.is_empty() && shared.abort().is_none() {
                         // An idle connection holds no queue room either.
                         w.rx.shrink_if_empty(0);
+                        // The task ends: keep neither it (the queue's waker)
+                        // nor the write buffer.
+                        w.rx.forget_waker();
+                        w.socket.release();
+                        w.parked_at = Some(tokio::time::Instant::now());
                         *state = WriterState::Parked(w);
                         ended.parked();
                         drop(state);
@@ -498,7 +527,7 @@ fn run_writer(
                 }
                 Drained::Closed => break,
                 Drained::Ended => {
-                    let _ = w.sink.close().await;
+                    let _ = w.socket.shutdown().await;
                     break;
                 }
             }

@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use bytes::Bytes;
 use confab_proto::ErrorCode;
 use confab_proto::frame::{
@@ -28,8 +27,6 @@ use confab_proto::frame::{
     SyncComplete, SyncGap, TokenWillExpire, encode_push,
 };
 use confab_store::{NewPeerMessage, StoredPeerMessage};
-use futures_util::StreamExt;
-use futures_util::stream::SplitStream;
 use tokio::time::Instant;
 
 mod rooms;
@@ -43,6 +40,7 @@ use crate::outbox::{self, Class, Outbox, Slow};
 use crate::queue;
 use crate::state::{App, Metrics, Shared};
 use crate::validate;
+use crate::ws::{self, Incoming, ReadError, SocketReader, Utf8Bytes};
 
 /// Messages fetched from the store per page during catch-up.
 const CATCH_UP_PAGE: usize = 256;
@@ -72,9 +70,13 @@ struct LoggedIn {
 /// Not an `async fn`: the socket is split before the future is made, so the
 /// future (which every idle connection keeps) holds the halves only, not the
 /// socket it was given as well.
-pub(crate) fn run(shared: Arc<Shared>, socket: WebSocket) -> impl Future<Output = ()> + Send {
+pub(crate) fn run(
+    shared: Arc<Shared>,
+    socket: hyper::upgrade::Upgraded,
+    max_message: usize,
+) -> impl Future<Output = ()> + Send {
     let limits = &shared.config.limits;
-    let (sink, mut stream) = socket.split();
+    let (mut stream, sink) = ws::split(socket, max_message);
     let (outbox, closer) = outbox::start(
         sink,
         limits.outbound_queue_frames,
@@ -103,6 +105,10 @@ pub(crate) fn run(shared: Arc<Shared>, socket: WebSocket) -> impl Future<Output 
         // Boxed, as what follows: the task's future is as large as its largest
         // state, and it spends its life in `serve`.
         Box::pin(session.finish(ending)).await;
+        if let Some(code) = stream.close_received() {
+            // Answer the client's close frame, repeating its status code.
+            Box::pin(session.outbox.close(code.unwrap_or(1000), String::new())).await;
+        }
         drop(session);
         Box::pin(closer.finish()).await;
         if server_closed {
@@ -111,7 +117,7 @@ pub(crate) fn run(shared: Arc<Shared>, socket: WebSocket) -> impl Future<Output 
             // client has not read yet, such as the `disconnect` push that says why.
             let _ = Box::pin(tokio::time::timeout(Duration::from_secs(2), async {
                 while let Some(Ok(msg)) = stream.next().await {
-                    if matches!(msg, Message::Close(_)) {
+                    if matches!(msg, Incoming::Close(_)) {
                         break;
                     }
                 }
@@ -261,7 +267,7 @@ impl Session {
     /// Serves the connection until it ends. Every deadline (login, idle, ping,
     /// token warning and expiry) shares one timer, set to the earliest: the
     /// future that waits for an idle client stays small.
-    async fn serve(&mut self, stream: &mut SplitStream<WebSocket>) -> Ending {
+    async fn serve(&mut self, stream: &mut SocketReader) -> Ending {
         // Settings are read where they are used and deadlines worked out
         // before each wait, not kept across it: every idle connection's future
         // holds what lives across the wait.
@@ -332,30 +338,33 @@ impl Session {
                 msg = stream.next() => {
                     idle_at = Instant::now() + self.idle_timeout();
                     match msg {
-                        None | Some(Ok(Message::Close(_))) => return None,
-                        Some(Err(e)) => {
-                            let text = e.to_string();
-                            if text.contains("too long") || text.contains("Space limit") {
-                                return Some((DisconnectReason::FrameTooLarge, format!(
-                                    "a frame exceeded the limit of {} bytes",
-                                    self.server_limits().max_frame_bytes
-                                )));
-                            }
-                            tracing::debug!(session = self.id, error = %text, "read failed");
+                        None | Some(Ok(Incoming::Close(_))) => return None,
+                        Some(Err(ReadError::TooLarge { .. })) => {
+                            return Some((DisconnectReason::FrameTooLarge, format!(
+                                "a frame exceeded the limit of {} bytes",
+                                self.server_limits().max_frame_bytes
+                            )));
+                        }
+                        Some(Err(ReadError::Protocol(problem))) => {
+                            return Some((DisconnectReason::ProtocolError, problem.to_owned()));
+                        }
+                        Some(Err(e @ ReadError::Io(_))) => {
+                            tracing::debug!(session = self.id, error = %e, "read failed");
                             return None;
                         }
-                        Some(Ok(Message::Text(text))) => {
+                        Some(Ok(Incoming::Text(text))) => {
                             // Boxed: a request's future is large and short-lived; the
                             // session's own future stays small while it waits.
                             if let Some(end) = Box::pin(self.handle_text(text.as_str())).await {
                                 return Some(end);
                             }
                         }
-                        Some(Ok(Message::Binary(_))) => {
+                        Some(Ok(Incoming::Binary)) => {
                             return Some((DisconnectReason::ProtocolError,
                                 "binary frames are not part of the protocol; send JSON text frames".into()));
                         }
-                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                        Some(Ok(Incoming::Ping(payload))) => self.outbox.pong(payload),
+                        Some(Ok(Incoming::Pong)) => {}
                     }
                 }
                 () = &mut timer => {

@@ -1,0 +1,710 @@
+//! The server's end of a WebSocket (RFC 6455) on an upgraded HTTP connection,
+//! made for many idle connections: a connection holds no buffer while it waits.
+//!
+//! tungstenite (which axum's WebSocket wraps) keeps a read buffer and a write
+//! buffer per connection for the connection's whole life, each as large as the
+//! largest frame it has seen; with every idle client logged in, that and the
+//! socket's shared lock came to a fifth of the server's memory per connection.
+//! Here the reader reads into its poll's stack and keeps bytes on the heap only
+//! while a frame is part-way in, and the [`Writer`]'s buffer is given back when
+//! the writer task parks. Frame headers are still parsed and formatted by
+//! tungstenite's `FrameHeader`; this module keeps the buffers and the rules:
+//! client frames masked, no reserved bits or opcodes, control frames whole and
+//! at most 125 bytes, fragments continued in order, text valid UTF-8, and a
+//! message no larger than the limit (checked from the header, before its
+//! payload is read).
+
+use std::io::{self, Cursor};
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio_tungstenite::tungstenite;
+use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Control, Data, OpCode};
+
+pub(crate) use tokio_tungstenite::tungstenite::Utf8Bytes;
+pub(crate) use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+
+/// An upgraded connection.
+pub(crate) type Io = hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>;
+/// The read half of a connection's socket.
+pub(crate) type SocketReader = Reader<tokio::io::ReadHalf<Io>>;
+/// The write half of a connection's socket.
+pub(crate) type SocketWriter = Writer<tokio::io::WriteHalf<Io>>;
+
+/// Splits an upgraded connection into its WebSocket halves, reading messages
+/// of at most `max_message` bytes.
+pub(crate) fn split(
+    upgraded: hyper::upgrade::Upgraded,
+    max_message: usize,
+) -> (SocketReader, SocketWriter) {
+    let (read, write) = tokio::io::split(hyper_util::rt::TokioIo::new(upgraded));
+    (Reader::new(read, max_message), Writer::new(write))
+}
+
+/// Bytes read from the socket per read, into the poll's stack.
+const READ_CHUNK: usize = 8 * 1024;
+
+/// Largest payload of a control frame (RFC 6455 5.5).
+const MAX_CONTROL: u64 = 125;
+
+/// A message (or control frame) from the client.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Incoming {
+    Text(Utf8Bytes),
+    /// A binary message: not part of confab's protocol, so its bytes are dropped.
+    Binary,
+    Ping(Bytes),
+    Pong,
+    /// The client's close frame, with its status code if it gave one. Nothing
+    /// is read after it.
+    Close(Option<u16>),
+}
+
+/// Why reading ended with an error. Nothing is read after one.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ReadError {
+    #[error("a message exceeded the limit of {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("WebSocket protocol error: {0}")]
+    Protocol(&'static str),
+    #[error("reading the socket failed: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// A fragmented message being put together.
+#[derive(Debug)]
+struct Partial {
+    text: bool,
+    payload: Vec<u8>,
+}
+
+/// The read half: frames in, messages out.
+#[derive(Debug)]
+pub(crate) struct Reader<R> {
+    io: R,
+    /// Bytes read and not yet taken, from `start`: part of a frame, or frames
+    /// that came in the same read as an earlier one. No allocation when empty.
+    buf: Vec<u8>,
+    start: usize,
+    /// A fragmented message, boxed: rare, and the reader lives in every idle
+    /// connection's future.
+    partial: Option<Box<Partial>>,
+    max_message: usize,
+    done: bool,
+    /// The client's close frame, once read: its status code if it gave one.
+    close: Option<Option<u16>>,
+}
+
+impl<R: AsyncRead + Unpin> Reader<R> {
+    /// Reads messages of at most `max_message` bytes from `io`.
+    pub(crate) fn new(io: R, max_message: usize) -> Reader<R> {
+        Reader {
+            io,
+            buf: Vec::new(),
+            start: 0,
+            partial: None,
+            max_message,
+            done: false,
+            close: None,
+        }
+    }
+
+    /// The client's close frame, once one was read: its status code if it gave
+    /// one (the close frame that answers it should repeat it).
+    pub(crate) fn close_received(&self) -> Option<Option<u16>> {
+        self.close
+    }
+
+    /// The next message; `None` once the socket ended, or after a close frame or
+    /// an error. Cancel-safe: everything read is kept in the reader.
+    pub(crate) async fn next(&mut self) -> Option<Result<Incoming, ReadError>> {
+        std::future::poll_fn(|cx| self.poll_next(cx)).await
+    }
+
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Incoming, ReadError>>> {
+        loop {
+            if self.done {
+                return Poll::Ready(None);
+            }
+            // Frames already read.
+            if self.start < self.buf.len() {
+                match parse_frame(
+                    &mut self.buf[self.start..],
+                    &mut self.partial,
+                    self.max_message,
+                ) {
+                    Ok(Some((used, incoming))) => {
+                        self.start += used;
+                        if self.start == self.buf.len() {
+                            self.buf = Vec::new();
+                            self.start = 0;
+                        }
+                        if let Some(incoming) = incoming {
+                            return Poll::Ready(Some(Ok(self.deliver(incoming))));
+                        }
+                        continue;
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Poll::Ready(Some(Err(self.fail(e)))),
+                }
+            }
+            let mut stack = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
+            let mut read = ReadBuf::uninit(&mut stack);
+            match Pin::new(&mut self.io).poll_read(cx, &mut read) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(self.fail(e.into())))),
+                Poll::Ready(Ok(())) => {}
+            }
+            let data = read.filled_mut();
+            if data.is_empty() {
+                // The socket ended (without a close frame).
+                self.done = true;
+                return Poll::Ready(None);
+            }
+            if self.start < self.buf.len() {
+                // Part of a frame is waiting: add to it.
+                self.buf.drain(..self.start);
+                self.start = 0;
+                self.buf.extend_from_slice(data);
+                continue;
+            }
+            // Nothing waiting: take frames straight from what was read, keeping
+            // on the heap only what follows the first message.
+            let mut at = 0;
+            loop {
+                match parse_frame(&mut data[at..], &mut self.partial, self.max_message) {
+                    Ok(Some((used, incoming))) => {
+                        at += used;
+                        if let Some(incoming) = incoming {
+                            self.keep(&data[at..]);
+                            return Poll::Ready(Some(Ok(self.deliver(incoming))));
+                        }
+                    }
+                    Ok(None) => {
+                        self.keep(&data[at..]);
+                        break;
+                    }
+                    Err(e) => return Poll::Ready(Some(Err(self.fail(e)))),
+                }
+            }
+        }
+    }
+
+    /// Keeps read bytes not taken yet (the reader's buffer is empty).
+    fn keep(&mut self, rest: &[u8]) {
+        self.buf.clear();
+        self.start = 0;
+        if !rest.is_empty() {
+            self.buf.extend_from_slice(rest);
+        }
+    }
+
+    fn deliver(&mut self, incoming: Incoming) -> Incoming {
+        if let Incoming::Close(code) = incoming {
+            self.close = Some(code);
+            self.finished();
+        }
+        incoming
+    }
+
+    fn fail(&mut self, e: ReadError) -> ReadError {
+        self.finished();
+        e
+    }
+
+    fn finished(&mut self) {
+        self.done = true;
+        self.buf = Vec::new();
+        self.start = 0;
+        self.partial = None;
+    }
+}
+
+/// Takes one frame from the front of `data` (unmasking it in place): `None`
+/// when `data` does not hold all of it yet, else the bytes it took and what it
+/// completed (`None` for a fragment that does not end its message).
+fn parse_frame(
+    data: &mut [u8],
+    partial: &mut Option<Box<Partial>>,
+    max_message: usize,
+) -> Result<Option<(usize, Option<Incoming>)>, ReadError> {
+    let mut cursor = Cursor::new(&*data);
+    let Some((header, len)) = FrameHeader::parse(&mut cursor).map_err(|e| {
+        // The only error parsing a header in memory can give.
+        debug_assert!(matches!(e, tungstenite::Error::Protocol(_)), "{e}");
+        ReadError::Protocol("a frame had a reserved opcode")
+    })?
+    else {
+        return Ok(None);
+    };
+    let header_len = usize::try_from(cursor.position()).unwrap_or(usize::MAX);
+    if header.rsv1 || header.rsv2 || header.rsv3 {
+        return Err(ReadError::Protocol(
+            "reserved bits set, but no extension was agreed",
+        ));
+    }
+    let Some(mask) = header.mask else {
+        return Err(ReadError::Protocol("a client's frames must be masked"));
+    };
+    let too_large = ReadError::TooLarge { limit: max_message };
+    match header.opcode {
+        OpCode::Control(_) => {
+            if !header.is_final {
+                return Err(ReadError::Protocol("a control frame was fragmented"));
+            }
+            if len > MAX_CONTROL {
+                return Err(ReadError::Protocol(
+                    "a control frame's payload exceeded 125 bytes",
+                ));
+            }
+        }
+        OpCode::Data(_) => {
+            let so_far = partial.as_ref().map_or(0, |p| p.payload.len());
+            if len > (max_message.saturating_sub(so_far)) as u64 {
+                return Err(too_large);
+            }
+        }
+    }
+    let len = usize::try_from(len).map_err(|_| too_large)?;
+    let Some(end) = header_len.checked_add(len).filter(|end| *end <= data.len()) else {
+        return Ok(None);
+    };
+    let payload = &mut data[header_len..end];
+    unmask(payload, mask);
+    let payload = &*payload;
+    let incoming = match header.opcode {
+        OpCode::Control(Control::Ping) => Some(Incoming::Ping(Bytes::copy_from_slice(payload))),
+        OpCode::Control(Control::Pong) => Some(Incoming::Pong),
+        OpCode::Control(Control::Close) => Some(Incoming::Close(close_code(payload)?)),
+        // (`FrameHeader::parse` refuses them.)
+        OpCode::Control(Control::Reserved(_)) | OpCode::Data(Data::Reserved(_)) => {
+            return Err(ReadError::Protocol("a frame had a reserved opcode"));
+        }
+        OpCode::Data(Data::Continue) => {
+            let Some(p) = partial.as_mut() else {
+                return Err(ReadError::Protocol(
+                    "a continuation frame came with no message to continue",
+                ));
+            };
+            p.payload.extend_from_slice(payload);
+            if header.is_final {
+                let p = partial.take().map(|p| *p);
+                p.map(|p| message(p.text, Bytes::from(p.payload)))
+                    .transpose()?
+            } else {
+                None
+            }
+        }
+        OpCode::Data(data @ (Data::Text | Data::Binary)) => {
+            if partial.is_some() {
+                return Err(ReadError::Protocol(
+                    "a new message began before the fragmented one ended",
+                ));
+            }
+            let text = data == Data::Text;
+            if header.is_final {
+                Some(message(text, Bytes::copy_from_slice(payload))?)
+            } else {
+                *partial = Some(Box::new(Partial {
+                    text,
+                    payload: payload.to_vec(),
+                }));
+                None
+            }
+        }
+    };
+    Ok(Some((end, incoming)))
+}
+
+fn message(text: bool, payload: Bytes) -> Result<Incoming, ReadError> {
+    if !text {
+        return Ok(Incoming::Binary);
+    }
+    Utf8Bytes::try_from(payload)
+        .map(Incoming::Text)
+        .map_err(|_| ReadError::Protocol("a text message was not valid UTF-8"))
+}
+
+/// The status code of a close frame's payload (RFC 6455 5.5.1, 7.4).
+fn close_code(payload: &[u8]) -> Result<Option<u16>, ReadError> {
+    match payload {
+        [] => Ok(None),
+        [_] => Err(ReadError::Protocol("a close frame's payload was one byte")),
+        [hi, lo, reason @ ..] => {
+            let code = u16::from_be_bytes([*hi, *lo]);
+            let valid = matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999);
+            if !valid {
+                return Err(ReadError::Protocol(
+                    "a close frame had an invalid status code",
+                ));
+            }
+            if std::str::from_utf8(reason).is_err() {
+                return Err(ReadError::Protocol(
+                    "a close frame's reason was not valid UTF-8",
+                ));
+            }
+            Ok(Some(code))
+        }
+    }
+}
+
+fn unmask(payload: &mut [u8], mask: [u8; 4]) {
+    let mut chunks = payload.chunks_exact_mut(4);
+    for chunk in &mut chunks {
+        for (b, m) in chunk.iter_mut().zip(mask) {
+            *b ^= m;
+        }
+    }
+    for (b, m) in chunks.into_remainder().iter_mut().zip(mask) {
+        *b ^= m;
+    }
+}
+
+/// The write half: frames are put in a buffer and written by [`Writer::flush`].
+/// Cancel-safe: a flush dropped part-way keeps what it had not written, so
+/// frames added after it follow whole frames.
+#[derive(Debug)]
+pub(crate) struct Writer<W> {
+    io: W,
+    buf: Vec<u8>,
+    /// Bytes of `buf` already written.
+    written: usize,
+}
+
+/// Buffer room a writer keeps between flushes; more is given back.
+const KEEP_BUF: usize = 64 * 1024;
+
+impl<W: AsyncWrite + Unpin> Writer<W> {
+    pub(crate) fn new(io: W) -> Writer<W> {
+        Writer {
+            io,
+            buf: Vec::new(),
+            written: 0,
+        }
+    }
+
+    /// Bytes added and not yet written.
+    pub(crate) fn buffered(&self) -> usize {
+        self.buf.len() - self.written
+    }
+
+    fn frame(&mut self, opcode: OpCode, payload: &[&[u8]]) {
+        let len: usize = payload.iter().map(|p| p.len()).sum();
+        let header = FrameHeader {
+            is_final: true,
+            rsv1: false,
+            rsv2: false,
+            rsv3: false,
+            opcode,
+            mask: None,
+        };
+        // Writing to a Vec cannot fail.
+        let _ = header.format(len as u64, &mut self.buf);
+        for part in payload {
+            self.buf.extend_from_slice(part);
+        }
+    }
+
+    pub(crate) fn text(&mut self, text: &str) {
+        self.frame(OpCode::Data(Data::Text), &[text.as_bytes()]);
+    }
+
+    pub(crate) fn ping(&mut self) {
+        self.frame(OpCode::Control(Control::Ping), &[]);
+    }
+
+    /// A pong for a ping with this payload (at most 125 bytes, as the ping's).
+    pub(crate) fn pong(&mut self, payload: &[u8]) {
+        let payload = &payload[..payload.len().min(MAX_CONTROL as usize)];
+        self.frame(OpCode::Control(Control::Pong), &[payload]);
+    }
+
+    /// A close frame; the reason is cut (at a character) to fit a control frame.
+    pub(crate) fn close(&mut self, code: u16, reason: &str) {
+        let mut end = reason.len().min(MAX_CONTROL as usize - 2);
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.frame(
+            OpCode::Control(Control::Close),
+            &[&code.to_be_bytes(), &reason.as_bytes()[..end]],
+        );
+    }
+
+    /// Writes everything added.
+    pub(crate) async fn flush(&mut self) -> io::Result<()> {
+        while self.written < self.buf.len() {
+            let n = self.io.write(&self.buf[self.written..]).await?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            self.written += n;
+        }
+        self.buf.clear();
+        self.written = 0;
+        if self.buf.capacity() > KEEP_BUF {
+            self.buf.shrink_to(KEEP_BUF);
+        }
+        self.io.flush().await
+    }
+
+    /// Gives the buffer back when nothing is waiting in it (an idle writer).
+    pub(crate) fn release(&mut self) {
+        if self.buffered() == 0 {
+            self.buf = Vec::new();
+            self.written = 0;
+        }
+    }
+
+    /// Writes what was added, then ends the write side of the socket.
+    pub(crate) async fn shutdown(&mut self) -> io::Result<()> {
+        self.flush().await?;
+        self.io.shutdown().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client's frame: masked with a fixed mask.
+    fn client_frame(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
+        let mask = [0x37, 0xfa, 0x21, 0x3d];
+        let mut out = vec![opcode | if fin { 0x80 } else { 0 }];
+        match payload.len() {
+            n @ 0..=125 => out.push(0x80 | n as u8),
+            n @ 126..=65535 => {
+                out.push(0x80 | 126);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                out.push(0x80 | 127);
+                out.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        out.extend_from_slice(&mask);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        out
+    }
+
+    async fn read_all(bytes: Vec<u8>, max: usize) -> Vec<Result<Incoming, String>> {
+        let (mut client, server) = tokio::io::duplex(1 << 20);
+        client.write_all(&bytes).await.unwrap();
+        drop(client);
+        let mut reader = Reader::new(server, max);
+        let mut out = Vec::new();
+        while let Some(item) = reader.next().await {
+            out.push(item.map_err(|e| e.to_string()));
+        }
+        out
+    }
+
+    fn text(s: &str) -> Result<Incoming, String> {
+        Ok(Incoming::Text(Utf8Bytes::from(s.to_owned())))
+    }
+
+    #[tokio::test]
+    async fn frames_of_one_read_and_fragments_make_messages() {
+        let mut bytes = client_frame(1, true, b"hello");
+        bytes.extend(client_frame(9, true, b"p"));
+        bytes.extend(client_frame(1, false, "héllo ".as_bytes()));
+        // A control frame may come between fragments.
+        bytes.extend(client_frame(10, true, b""));
+        bytes.extend(client_frame(0, false, b"wor"));
+        bytes.extend(client_frame(0, true, b"ld"));
+        bytes.extend(client_frame(2, true, &[0, 1, 2]));
+        bytes.extend(client_frame(1, true, &vec![b'x'; 70_000]));
+        bytes.extend(client_frame(8, true, &[0x03, 0xe8, b'b', b'y', b'e']));
+        bytes.extend(client_frame(1, true, b"after close: not read"));
+        let got = read_all(bytes, 100_000).await;
+        assert_eq!(
+            got,
+            vec![
+                text("hello"),
+                Ok(Incoming::Ping(Bytes::from_static(b"p"))),
+                Ok(Incoming::Pong),
+                text("héllo world"),
+                Ok(Incoming::Binary),
+                text(&"x".repeat(70_000)),
+                Ok(Incoming::Close(Some(1000))),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn frames_split_across_reads_come_whole() {
+        let mut bytes = client_frame(1, true, b"first");
+        bytes.extend(client_frame(1, true, &vec![b'y'; 20_000]));
+        bytes.extend(client_frame(1, true, b"last"));
+        let (mut client, server) = tokio::io::duplex(64);
+        let writer = tokio::spawn(async move {
+            // Odd-sized pieces, so headers and payloads split everywhere.
+            for piece in bytes.chunks(7) {
+                client.write_all(piece).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+        });
+        let mut reader = Reader::new(server, 1 << 20);
+        assert_eq!(
+            reader.next().await.unwrap().unwrap(),
+            text("first").unwrap()
+        );
+        assert_eq!(
+            reader.next().await.unwrap().unwrap(),
+            text(&"y".repeat(20_000)).unwrap()
+        );
+        assert_eq!(reader.next().await.unwrap().unwrap(), text("last").unwrap());
+        writer.await.unwrap();
+        assert!(reader.next().await.is_none());
+        // Nothing is kept once every frame was taken.
+        assert_eq!(reader.buf.capacity(), 0);
+    }
+
+    #[tokio::test]
+    async fn protocol_violations_end_reading_with_an_error_naming_them() {
+        let unmasked = {
+            let mut f = client_frame(1, true, b"hi");
+            f[1] &= 0x7f;
+            f.drain(2..6);
+            f
+        };
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (unmasked, "masked"),
+            (client_frame(1 | 0x40, true, b"x"), "reserved bits"),
+            (client_frame(3, true, b"x"), "reserved opcode"),
+            (client_frame(11, true, b"x"), "reserved opcode"),
+            (client_frame(9, false, b"x"), "control frame was fragmented"),
+            (client_frame(9, true, &[0; 126]), "125 bytes"),
+            (client_frame(0, true, b"x"), "no message to continue"),
+            (
+                [client_frame(1, false, b"a"), client_frame(1, true, b"b")].concat(),
+                "before the fragmented one ended",
+            ),
+            (client_frame(1, true, &[0xff, 0xfe]), "UTF-8"),
+            (client_frame(8, true, &[3]), "one byte"),
+            (client_frame(8, true, &[0x03, 0xed]), "status code"),
+            (client_frame(8, true, &[0x03, 0xe8, 0xff]), "reason"),
+            (client_frame(1, true, &[b'z'; 101]), "limit of 100 bytes"),
+            (
+                [
+                    client_frame(1, false, &[b'z'; 60]),
+                    client_frame(0, true, &[b'z'; 41]),
+                ]
+                .concat(),
+                "limit of 100 bytes",
+            ),
+        ];
+        for (bytes, expected) in cases {
+            let mut with_more = bytes.clone();
+            with_more.extend(client_frame(1, true, b"never read"));
+            let got = read_all(with_more, 100).await;
+            assert_eq!(got.len(), 1, "{expected}: {got:?}");
+            let err = got[0].as_ref().expect_err(expected);
+            assert!(err.contains(expected), "{expected}: {err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_frame_over_the_limit_is_refused_from_its_header() {
+        // Only the header of a 1 GiB frame is sent: the error must not wait for
+        // (or make room for) the payload.
+        let mut header = client_frame(2, true, &[]);
+        header[1] = 0x80 | 127;
+        header.splice(2..2, (1u64 << 30).to_be_bytes());
+        let (mut client, server) = tokio::io::duplex(1024);
+        client.write_all(&header).await.unwrap();
+        let mut reader = Reader::new(server, 1000);
+        let err = reader.next().await.unwrap().unwrap_err();
+        assert!(matches!(err, ReadError::TooLarge { limit: 1000 }), "{err}");
+        drop(client);
+    }
+
+    #[tokio::test]
+    async fn written_frames_read_back_with_tungstenite() {
+        use futures_util::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        use tokio_tungstenite::tungstenite::protocol::Role;
+        let (client, server) = tokio::io::duplex(1 << 20);
+        let mut writer = Writer::new(server);
+        writer.text("hello");
+        writer.text(&"é".repeat(40_000));
+        writer.ping();
+        writer.pong(b"abc");
+        writer.close(4001, &"ü".repeat(100));
+        writer.flush().await.unwrap();
+        assert_eq!(writer.buffered(), 0);
+        writer.release();
+        assert_eq!(writer.buf.capacity(), 0);
+        let mut ws =
+            tokio_tungstenite::WebSocketStream::from_raw_socket(client, Role::Client, None).await;
+        let mut got = Vec::new();
+        while let Some(Ok(msg)) = ws.next().await {
+            let close = matches!(msg, Message::Close(_));
+            got.push(msg);
+            if close {
+                break;
+            }
+        }
+        assert_eq!(got[0], Message::text("hello"));
+        assert_eq!(got[1], Message::text("é".repeat(40_000)));
+        assert_eq!(got[2], Message::Ping(Bytes::new()));
+        assert_eq!(got[3], Message::Pong(Bytes::from_static(b"abc")));
+        let Message::Close(Some(close)) = &got[4] else {
+            panic!("{:?}", got[4]);
+        };
+        assert_eq!(u16::from(close.code), 4001);
+        // Cut at a character to fit 125 bytes: 61 two-byte characters.
+        assert_eq!(close.reason.as_str(), "ü".repeat(61));
+    }
+
+    #[tokio::test]
+    async fn tungstenite_clients_frames_read_back() {
+        use futures_util::SinkExt;
+        use tokio_tungstenite::tungstenite::Message;
+        use tokio_tungstenite::tungstenite::protocol::Role;
+        use tokio_tungstenite::tungstenite::protocol::frame::{CloseFrame, Frame};
+        let (client, server) = tokio::io::duplex(1 << 20);
+        let mut ws =
+            tokio_tungstenite::WebSocketStream::from_raw_socket(client, Role::Client, None).await;
+        let mut reader = Reader::new(server, 1 << 20);
+        let long = "ç".repeat(3000);
+        // In three fragments, split inside characters.
+        let bytes = long.as_bytes();
+        for (part, opcode, fin) in [
+            (&bytes[..1001], Data::Text, false),
+            (&bytes[1001..4001], Data::Continue, false),
+            (&bytes[4001..], Data::Continue, true),
+        ] {
+            let frame = Frame::message(Bytes::copy_from_slice(part), OpCode::Data(opcode), fin);
+            ws.send(Message::Frame(frame)).await.unwrap();
+        }
+        ws.send(Message::text("whole")).await.unwrap();
+        ws.send(Message::Ping(Bytes::from_static(b"12")))
+            .await
+            .unwrap();
+        ws.send(Message::Close(Some(CloseFrame {
+            code: 4000.into(),
+            reason: "done".into(),
+        })))
+        .await
+        .unwrap();
+        assert_eq!(reader.next().await.unwrap().unwrap(), text(&long).unwrap());
+        assert_eq!(
+            reader.next().await.unwrap().unwrap(),
+            text("whole").unwrap()
+        );
+        assert_eq!(
+            reader.next().await.unwrap().unwrap(),
+            Incoming::Ping(Bytes::from_static(b"12"))
+        );
+        assert_eq!(
+            reader.next().await.unwrap().unwrap(),
+            Incoming::Close(Some(4000))
+        );
+        assert!(reader.next().await.is_none());
+    }
+}
