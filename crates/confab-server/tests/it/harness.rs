@@ -419,6 +419,14 @@ impl Client {
         self.ws.send(msg).await.unwrap();
     }
 
+    /// The next frame of any kind, as it came (None on end, error or timeout).
+    pub(crate) async fn next_frame(&mut self, timeout: Duration) -> Option<Message> {
+        tokio::time::timeout(timeout, self.ws.next())
+            .await
+            .ok()??
+            .ok()
+    }
+
     /// Sends a request, returns its id.
     pub(crate) async fn send(&mut self, op: &str, data: Value) -> u64 {
         let id = self.next_id;

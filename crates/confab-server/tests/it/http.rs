@@ -98,3 +98,53 @@ async fn foreign_browser_origins_are_refused() {
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("origin"), "{body}");
 }
+
+#[tokio::test]
+async fn a_websocket_handshake_that_is_not_one_is_refused_saying_why() {
+    let server = TestServer::start().await;
+    let good = [
+        ("Upgrade", "websocket"),
+        ("Connection", "keep-alive, Upgrade"),
+        ("Sec-WebSocket-Version", "13"),
+        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ];
+    for (drop, expected) in [
+        ("Upgrade", "Upgrade header"),
+        ("Connection", "Connection header"),
+        ("Sec-WebSocket-Version", "Version header must be 13"),
+        ("Sec-WebSocket-Key", "Sec-WebSocket-Key header is missing"),
+    ] {
+        let headers: Vec<_> = good.iter().filter(|(h, _)| *h != drop).copied().collect();
+        let (status, body) = http_request(server.addr, "GET", "/ws", &headers, b"").await;
+        assert_eq!(status, 400, "without {drop}: {body}");
+        assert!(body.contains(expected), "without {drop}: {body}");
+    }
+    // With all of them (Connection as a list, Upgrade in any case) it upgrades.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let request = format!(
+        "GET /ws HTTP/1.1\r\nHost: {}\r\nUpgrade: WebSocket\r\n\
+         Connection: keep-alive, Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        server.addr
+    );
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(WAIT, s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed during the handshake");
+        head.extend_from_slice(&buf[..n]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    // RFC 6455's own example key and answer.
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+        "{head}"
+    );
+}

@@ -41,6 +41,73 @@ async fn binary_frames_are_a_protocol_error() {
 }
 
 #[tokio::test]
+async fn a_clients_ping_is_answered_and_its_close_frame_echoed() {
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    let server = TestServer::start().await;
+    let mut c = server.login("alice").await;
+    c.send_message(Message::Ping(bytes::Bytes::from_static(b"are you there")))
+        .await;
+    // (After the pushes that follow a login.)
+    let pong = loop {
+        match c.next_frame(WAIT).await {
+            Some(Message::Text(_)) => {}
+            other => break other,
+        }
+    };
+    assert_eq!(
+        pong,
+        Some(Message::Pong(bytes::Bytes::from_static(b"are you there")))
+    );
+    assert!(c.alive().await);
+    c.send_message(Message::Close(Some(CloseFrame {
+        code: 4321.into(),
+        reason: "leaving".into(),
+    })))
+    .await;
+    // The server answers with the same code, then ends the connection.
+    let closed = c.closed(WAIT).await;
+    assert_eq!(
+        closed,
+        Closed {
+            reason: None,
+            code: Some(4321)
+        }
+    );
+}
+
+#[tokio::test]
+async fn frames_that_break_the_websocket_protocol_end_the_session_saying_why() {
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    for (frame, problem) in [
+        // Not UTF-8, in a text frame.
+        (
+            Frame::message(vec![b'{', 0xff, b'}'], OpCode::Data(Data::Text), true),
+            "UTF-8",
+        ),
+        // A continuation with nothing to continue.
+        (
+            Frame::message(b"x".to_vec(), OpCode::Data(Data::Continue), true),
+            "continuation",
+        ),
+    ] {
+        let server = TestServer::start().await;
+        let mut c = server.login("alice").await;
+        c.send_message(Message::Frame(frame)).await;
+        let disconnect = c.push("disconnect").await;
+        assert_eq!(
+            disconnect["data"]["reason"], "protocolError",
+            "{disconnect}"
+        );
+        let message = disconnect["data"]["message"].as_str().unwrap();
+        assert!(message.contains(problem), "{problem}: {message}");
+        assert_eq!(c.closed(WAIT).await.code, Some(4007));
+        // The server is fine.
+        assert!(server.login("bob").await.alive().await);
+    }
+}
+
+#[tokio::test]
 async fn a_slow_consumer_is_disconnected_not_buffered() {
     let server = TestServer::start_with(
         |c| {
