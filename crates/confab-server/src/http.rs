@@ -90,27 +90,39 @@ fn header_has(headers: &HeaderMap, name: header::HeaderName, token: &str) -> boo
 }
 
 /// The `Sec-WebSocket-Key` of a valid WebSocket opening handshake (RFC 6455
-/// 4.2.1), or what is wrong with the request.
-fn handshake_key(req: &Request) -> Result<&HeaderValue, &'static str> {
+/// 4.2.1), or the answer that says what is wrong with the request.
+fn handshake_key(req: &Request) -> Result<&HeaderValue, (StatusCode, &'static str)> {
     let headers = req.headers();
+    let bad = |problem: &'static str| (StatusCode::BAD_REQUEST, problem);
     if req.method() != Method::GET {
-        return Err("a WebSocket handshake must be a GET request\n");
+        return Err(bad("a WebSocket handshake must be a GET request\n"));
     }
     if !header_has(headers, header::CONNECTION, "upgrade") {
-        return Err("the Connection header must include \"upgrade\"\n");
+        return Err(bad("the Connection header must include \"upgrade\"\n"));
     }
     if !header_has(headers, header::UPGRADE, "websocket") {
-        return Err("the Upgrade header must be \"websocket\"\n");
+        return Err(bad("the Upgrade header must be \"websocket\"\n"));
+    }
+    // A body would be read as WebSocket frames after the upgrade.
+    let has_body = headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0");
+    if has_body {
+        return Err(bad("a WebSocket handshake has no body\n"));
     }
     if headers
         .get(header::SEC_WEBSOCKET_VERSION)
         .is_none_or(|v| v.as_bytes() != b"13")
     {
-        return Err("the Sec-WebSocket-Version header must be 13\n");
+        return Err((
+            StatusCode::UPGRADE_REQUIRED,
+            "the Sec-WebSocket-Version header must be 13\n",
+        ));
     }
     headers
         .get(header::SEC_WEBSOCKET_KEY)
-        .ok_or("the Sec-WebSocket-Key header is missing\n")
+        .ok_or_else(|| bad("the Sec-WebSocket-Key header is missing\n"))
 }
 
 /// The WebSocket endpoint: checks the origin and the handshake, answers `101
@@ -130,7 +142,10 @@ async fn ws(State(shared): State<Arc<Shared>>, mut req: Request) -> Response {
     }
     let accept = match handshake_key(&req) {
         Ok(key) => ws::derive_accept_key(key.as_bytes()),
-        Err(problem) => return (StatusCode::BAD_REQUEST, problem).into_response(),
+        // RFC 6455 4.4: a wrong version is told the one the server speaks.
+        Err((status, problem)) => {
+            return (status, [(header::SEC_WEBSOCKET_VERSION, "13")], problem).into_response();
+        }
     };
     let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
         return (

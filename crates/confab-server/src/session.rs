@@ -115,13 +115,10 @@ pub(crate) fn run(
             // Complete the closing handshake: read until the client's close frame
             // (or a short timeout), so the socket is not reset under data the
             // client has not read yet, such as the `disconnect` push that says why.
-            let _ = Box::pin(tokio::time::timeout(Duration::from_secs(2), async {
-                while let Some(Ok(msg)) = stream.next().await {
-                    if matches!(msg, Incoming::Close(_)) {
-                        break;
-                    }
-                }
-            }))
+            let _ = Box::pin(tokio::time::timeout(
+                Duration::from_secs(2),
+                stream.wait_for_close(),
+            ))
             .await;
         }
     }

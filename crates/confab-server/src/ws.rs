@@ -148,7 +148,15 @@ impl<R: AsyncRead + Unpin> Reader<R> {
                         }
                         continue;
                     }
-                    Ok(None) => {}
+                    Ok(None) => {
+                        // Keep only the frame part-way in, in a buffer its size:
+                        // the client may now wait, and an idle connection
+                        // should not hold the frames before it.
+                        if self.start > 0 {
+                            self.buf = self.buf.split_off(self.start);
+                            self.start = 0;
+                        }
+                    }
                     Err(e) => return Poll::Ready(Some(Err(self.fail(e)))),
                 }
             }
@@ -167,8 +175,6 @@ impl<R: AsyncRead + Unpin> Reader<R> {
             }
             if self.start < self.buf.len() {
                 // Part of a frame is waiting: add to it.
-                self.buf.drain(..self.start);
-                self.start = 0;
                 self.buf.extend_from_slice(data);
                 continue;
             }
@@ -192,6 +198,32 @@ impl<R: AsyncRead + Unpin> Reader<R> {
                 }
             }
         }
+    }
+
+    /// After the server's close frame: reads until the client's close frame or
+    /// the socket's end, discarding what comes, so the socket is not closed
+    /// with input unread (which makes the kernel send a reset, and a client may
+    /// then lose what it had not read yet, such as the `disconnect` push that
+    /// says why). After a read error (an oversized frame, say), the rest is
+    /// discarded as bytes.
+    pub(crate) async fn wait_for_close(&mut self) {
+        while let Some(Ok(incoming)) = self.next().await {
+            if matches!(incoming, Incoming::Close(_)) {
+                return;
+            }
+        }
+        std::future::poll_fn(|cx| {
+            loop {
+                let mut stack = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
+                let mut read = ReadBuf::uninit(&mut stack);
+                match Pin::new(&mut self.io).poll_read(cx, &mut read) {
+                    Poll::Ready(Ok(())) if !read.filled().is_empty() => {}
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(_) => return Poll::Ready(()),
+                }
+            }
+        })
+        .await;
     }
 
     /// Keeps read bytes not taken yet (the reader's buffer is empty).
@@ -262,7 +294,27 @@ fn parse_frame(
                 ));
             }
         }
-        OpCode::Data(_) => {
+        OpCode::Data(data) => {
+            // Order errors before the size: a frame that could never come
+            // is a protocol error whatever its length.
+            match (data, partial.is_some()) {
+                (Data::Text | Data::Binary, true) => {
+                    return Err(ReadError::Protocol(
+                        "a new message began before the fragmented one ended",
+                    ));
+                }
+                (Data::Continue, false) => {
+                    return Err(ReadError::Protocol(
+                        "a continuation frame came with no message to continue",
+                    ));
+                }
+                _ => {}
+            }
+            if len >> 63 != 0 {
+                return Err(ReadError::Protocol(
+                    "a frame's 64-bit length had its top bit set",
+                ));
+            }
             let so_far = partial.as_ref().map_or(0, |p| p.payload.len());
             if len > (max_message.saturating_sub(so_far)) as u64 {
                 return Err(too_large);
@@ -336,7 +388,8 @@ fn close_code(payload: &[u8]) -> Result<Option<u16>, ReadError> {
         [_] => Err(ReadError::Protocol("a close frame's payload was one byte")),
         [hi, lo, reason @ ..] => {
             let code = u16::from_be_bytes([*hi, *lo]);
-            let valid = matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999);
+            // Registered codes a peer may send (IANA), and private ones.
+            let valid = matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999);
             if !valid {
                 return Err(ReadError::Protocol(
                     "a close frame had an invalid status code",
@@ -517,7 +570,10 @@ mod tests {
         bytes.extend(client_frame(0, false, b"wor"));
         bytes.extend(client_frame(0, true, b"ld"));
         bytes.extend(client_frame(2, true, &[0, 1, 2]));
-        bytes.extend(client_frame(1, true, &vec![b'x'; 70_000]));
+        // Each side of each length encoding's bounds.
+        for n in [125, 126, 65_535, 65_536] {
+            bytes.extend(client_frame(1, true, &vec![b'x'; n]));
+        }
         bytes.extend(client_frame(8, true, &[0x03, 0xe8, b'b', b'y', b'e']));
         bytes.extend(client_frame(1, true, b"after close: not read"));
         let got = read_all(bytes, 100_000).await;
@@ -529,9 +585,49 @@ mod tests {
                 Ok(Incoming::Pong),
                 text("héllo world"),
                 Ok(Incoming::Binary),
-                text(&"x".repeat(70_000)),
+                text(&"x".repeat(125)),
+                text(&"x".repeat(126)),
+                text(&"x".repeat(65_535)),
+                text(&"x".repeat(65_536)),
                 Ok(Incoming::Close(Some(1000))),
             ]
+        );
+        // A close frame may have no payload; the socket may end mid-frame.
+        let mut bytes = client_frame(8, true, b"");
+        bytes.extend(client_frame(1, true, b"not read"));
+        assert_eq!(read_all(bytes, 100).await, vec![Ok(Incoming::Close(None))]);
+        let mut bytes = client_frame(1, true, b"whole");
+        bytes.extend(&client_frame(1, true, b"cut short")[..6]);
+        assert_eq!(read_all(bytes, 100).await, vec![text("whole")]);
+    }
+
+    #[tokio::test]
+    async fn a_read_given_up_mid_frame_loses_nothing_and_an_idle_reader_keeps_little() {
+        let big = client_frame(1, true, &vec![b'b'; 30_000]);
+        let (mut client, server) = tokio::io::duplex(1 << 20);
+        let mut reader = Reader::new(server, 1 << 20);
+        // Half the frame, then the wait is given up (as a select does).
+        client.write_all(&big[..15_000]).await.unwrap();
+        let waited =
+            tokio::time::timeout(std::time::Duration::from_millis(20), reader.next()).await;
+        assert!(waited.is_err());
+        // The rest, and two bytes of the next frame's header; then silence.
+        client.write_all(&big[15_000..]).await.unwrap();
+        let next = client_frame(1, true, b"later");
+        client.write_all(&next[..2]).await.unwrap();
+        assert_eq!(
+            reader.next().await.unwrap().unwrap(),
+            text(&"b".repeat(30_000)).unwrap()
+        );
+        let waited =
+            tokio::time::timeout(std::time::Duration::from_millis(20), reader.next()).await;
+        assert!(waited.is_err());
+        // Only the two bytes are kept, not the frame before them.
+        assert!(reader.buf.capacity() < 64, "{}", reader.buf.capacity());
+        client.write_all(&next[2..]).await.unwrap();
+        assert_eq!(
+            reader.next().await.unwrap().unwrap(),
+            text("later").unwrap()
         );
     }
 
@@ -590,6 +686,23 @@ mod tests {
             (client_frame(8, true, &[0x03, 0xe8, 0xff]), "reason"),
             (client_frame(1, true, &[b'z'; 101]), "limit of 100 bytes"),
             (
+                {
+                    let mut f = client_frame(2, true, &[]);
+                    f[1] = 0x80 | 127;
+                    f.splice(2..2, (1u64 << 63).to_be_bytes());
+                    f
+                },
+                "top bit",
+            ),
+            (
+                [
+                    client_frame(1, false, &[b'z'; 60]),
+                    client_frame(1, true, &[b'z'; 50]),
+                ]
+                .concat(),
+                "before the fragmented one ended",
+            ),
+            (
                 [
                     client_frame(1, false, &[b'z'; 60]),
                     client_frame(0, true, &[b'z'; 41]),
@@ -618,8 +731,13 @@ mod tests {
         let (mut client, server) = tokio::io::duplex(1024);
         client.write_all(&header).await.unwrap();
         let mut reader = Reader::new(server, 1000);
-        let err = reader.next().await.unwrap().unwrap_err();
+        let err = tokio::time::timeout(std::time::Duration::from_secs(5), reader.next())
+            .await
+            .expect("refused without waiting for the payload")
+            .unwrap()
+            .unwrap_err();
         assert!(matches!(err, ReadError::TooLarge { limit: 1000 }), "{err}");
+        assert_eq!(reader.buf.capacity(), 0);
         drop(client);
     }
 
@@ -659,6 +777,42 @@ mod tests {
         assert_eq!(u16::from(close.code), 4001);
         // Cut at a character to fit 125 bytes: 61 two-byte characters.
         assert_eq!(close.reason.as_str(), "ü".repeat(61));
+    }
+
+    #[tokio::test]
+    async fn a_close_after_a_flush_given_up_mid_frame_follows_the_whole_frame() {
+        use futures_util::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        use tokio_tungstenite::tungstenite::protocol::Role;
+        // Room for 100 bytes: the flush of a 10,000-byte frame stalls.
+        let (client, server) = tokio::io::duplex(100);
+        let mut writer = Writer::new(server);
+        let long = "w".repeat(10_000);
+        writer.text(&long);
+        let flushed =
+            tokio::time::timeout(std::time::Duration::from_millis(20), writer.flush()).await;
+        assert!(flushed.is_err());
+        assert!(writer.buffered() > 0 && writer.buffered() < 10_004);
+        // As the abort path does: a close frame, flushed while the client reads.
+        writer.close(4008, "slow");
+        let reading = tokio::spawn(async move {
+            let mut ws =
+                tokio_tungstenite::WebSocketStream::from_raw_socket(client, Role::Client, None)
+                    .await;
+            let mut got = Vec::new();
+            while let Some(Ok(msg)) = ws.next().await {
+                got.push(msg);
+            }
+            got
+        });
+        writer.flush().await.unwrap();
+        drop(writer);
+        let got = reading.await.unwrap();
+        assert_eq!(got[0], Message::text(long));
+        let Message::Close(Some(close)) = &got[1] else {
+            panic!("{got:?}");
+        };
+        assert_eq!(u16::from(close.code), 4008);
     }
 
     #[tokio::test]

@@ -108,17 +108,24 @@ async fn a_websocket_handshake_that_is_not_one_is_refused_saying_why() {
         ("Sec-WebSocket-Version", "13"),
         ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
     ];
-    for (drop, expected) in [
-        ("Upgrade", "Upgrade header"),
-        ("Connection", "Connection header"),
-        ("Sec-WebSocket-Version", "Version header must be 13"),
-        ("Sec-WebSocket-Key", "Sec-WebSocket-Key header is missing"),
+    for (drop, status_wanted, expected) in [
+        ("Upgrade", 400, "Upgrade header"),
+        ("Connection", 400, "Connection header"),
+        ("Sec-WebSocket-Version", 426, "Version header must be 13"),
+        (
+            "Sec-WebSocket-Key",
+            400,
+            "Sec-WebSocket-Key header is missing",
+        ),
     ] {
         let headers: Vec<_> = good.iter().filter(|(h, _)| *h != drop).copied().collect();
         let (status, body) = http_request(server.addr, "GET", "/ws", &headers, b"").await;
-        assert_eq!(status, 400, "without {drop}: {body}");
+        assert_eq!(status, status_wanted, "without {drop}: {body}");
         assert!(body.contains(expected), "without {drop}: {body}");
     }
+    let (status, body) = http_request(server.addr, "GET", "/ws", &good, b"frames?").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("no body"), "{body}");
     // With all of them (Connection as a list, Upgrade in any case) it upgrades.
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
