@@ -176,7 +176,14 @@ async fn ws(State(shared): State<Arc<Shared>>, mut req: Request) -> Response {
     // life) is then the session's future and little more; an async block
     // would keep the upgrade's result and its own captures beside it.
     tokio::spawn(on_upgrade.then(move |upgraded| match upgraded {
-        Ok(upgraded) => Either::Left(session::run(shared, upgraded, max)),
+        Ok(upgraded) => match ws::split(upgraded, max) {
+            Ok((reader, writer)) => Either::Left(session::run(shared, reader, writer)),
+            Err(_) => {
+                tracing::error!("an upgraded connection was not a TCP stream");
+                shared.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+                Either::Right(std::future::ready(()))
+            }
+        },
         Err(e) => {
             tracing::debug!(error = %e, "WebSocket upgrade failed");
             shared.metrics.connections.fetch_sub(1, Ordering::Relaxed);

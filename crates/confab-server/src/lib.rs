@@ -191,18 +191,11 @@ impl Server {
         let room_tasks = rooms::spawn_room_tasks(shared.clone());
         let app = http::router(shared.clone()).merge(web::router(dev_tokens));
         let tx = shutdown_tx.clone();
-        // Pushes are small and latency-bound: send each at once instead of holding
-        // it for the previous segment's ACK (Nagle), which loopback hides but a
-        // real network does not.
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let result = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                let _ = tx.send(true);
-            })
-            .await;
+        serve_http(listener, app, async move {
+            shutdown.await;
+            let _ = tx.send(true);
+        })
+        .await;
         let _ = shutdown_tx.send(true);
         retention.abort();
         room_tasks.abort();
@@ -214,8 +207,69 @@ impl Server {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         tracing::info!("server stopped");
-        result.context("serving HTTP failed")
+        Ok(())
     }
+}
+
+/// Serves HTTP/1.1 on `listener` until `shutdown` completes, then stops
+/// accepting and waits (up to five seconds) for requests in flight.
+///
+/// What `axum::serve` does, but with the socket itself under each connection:
+/// a WebSocket upgrade then gets the `TcpStream`, split in two halves without a
+/// lock (`ws::split`); under `axum::serve` it is wrapped in a type that cannot
+/// be named, so it could only be split behind a lock.
+async fn serve_http(
+    listener: TcpListener,
+    app: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    // Each connection's task holds a receiver: at the end, the sender learns
+    // when every one is gone.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::pin!(shutdown);
+    loop {
+        let tcp = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    // Out of file descriptors, or a connection reset before it
+                    // was accepted: go on after a pause, as axum::serve does.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // Pushes are small and latency-bound: send each at once instead of
+        // holding it for the previous segment's ACK (Nagle), which loopback
+        // hides but a real network does not.
+        let _ = tcp.set_nodelay(true);
+        let router = app.clone();
+        let service =
+            hyper::service::service_fn(move |req| tower::ServiceExt::oneshot(router.clone(), req));
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                .with_upgrades();
+            tokio::pin!(conn);
+            tokio::select! {
+                result = conn.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, "HTTP connection ended with an error");
+                    }
+                    return;
+                }
+                _ = stop.wait_for(|stopping| *stopping) => conn.as_mut().graceful_shutdown(),
+            }
+            let _ = conn.await;
+        });
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    drop(stop_rx);
+    let _ = tokio::time::timeout(Duration::from_secs(5), stop_tx.closed()).await;
 }
 
 /// Serves `config` on `listener` until `shutdown` completes.

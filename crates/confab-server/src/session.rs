@@ -72,11 +72,10 @@ struct LoggedIn {
 /// socket it was given as well.
 pub(crate) fn run(
     shared: Arc<Shared>,
-    socket: hyper::upgrade::Upgraded,
-    max_message: usize,
+    mut stream: SocketReader,
+    sink: ws::SocketWriter,
 ) -> impl Future<Output = ()> + Send {
     let limits = &shared.config.limits;
-    let (mut stream, sink) = ws::split(socket, max_message);
     let (outbox, closer) = outbox::start(
         sink,
         limits.outbound_queue_frames,

@@ -28,21 +28,28 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{Control, Data, OpC
 pub(crate) use tokio_tungstenite::tungstenite::Utf8Bytes;
 pub(crate) use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
-/// An upgraded connection.
-pub(crate) type Io = hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>;
 /// The read half of a connection's socket.
-pub(crate) type SocketReader = Reader<tokio::io::ReadHalf<Io>>;
-/// The write half of a connection's socket.
-pub(crate) type SocketWriter = Writer<tokio::io::WriteHalf<Io>>;
+pub(crate) type SocketReader = Reader<tokio::net::tcp::OwnedReadHalf>;
+/// The write half of a connection's socket (dropping it ends the socket's
+/// write side).
+pub(crate) type SocketWriter = Writer<tokio::net::tcp::OwnedWriteHalf>;
 
 /// Splits an upgraded connection into its WebSocket halves, reading messages
-/// of at most `max_message` bytes.
+/// of at most `max_message` bytes: the socket itself, in two halves that read
+/// and write without a lock, and the bytes the HTTP layer read past the
+/// handshake first. `Err` gives back a connection not made by the server's own
+/// accept loop (not a `TcpStream`).
 pub(crate) fn split(
     upgraded: hyper::upgrade::Upgraded,
     max_message: usize,
-) -> (SocketReader, SocketWriter) {
-    let (read, write) = tokio::io::split(hyper_util::rt::TokioIo::new(upgraded));
-    (Reader::new(read, max_message), Writer::new(write))
+) -> Result<(SocketReader, SocketWriter), hyper::upgrade::Upgraded> {
+    let parts = upgraded.downcast::<hyper_util::rt::TokioIo<tokio::net::TcpStream>>()?;
+    let (read, write) = parts.io.into_inner().into_split();
+    let mut reader = Reader::new(read, max_message);
+    if !parts.read_buf.is_empty() {
+        reader.buf = parts.read_buf.to_vec();
+    }
+    Ok((reader, Writer::new(write)))
 }
 
 /// Bytes read from the socket per read, into the poll's stack.
