@@ -421,7 +421,7 @@ async fn drain(w: &mut Writer, shared: &Shared, mut linger: Option<&mut Linger<'
             match item {
                 Out::Text(text) => {
                     shared.bytes.fetch_sub(text.len(), Ordering::Relaxed);
-                    w.socket.text(text.as_str());
+                    w.socket.text(text);
                 }
                 Out::Ping => w.socket.ping(),
                 Out::Pong(payload) => w.socket.pong(&payload),

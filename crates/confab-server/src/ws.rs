@@ -14,6 +14,7 @@
 //! message no larger than the limit (checked from the header, before its
 //! payload is read).
 
+use std::collections::VecDeque;
 use std::io::{self, Cursor};
 use std::mem::MaybeUninit;
 use std::pin::Pin;
@@ -424,36 +425,67 @@ fn unmask(payload: &mut [u8], mask: [u8; 4]) {
     }
 }
 
-/// The write half: frames are put in a buffer and written by [`Writer::flush`].
+/// The write half: frames are added, then written by [`Writer::flush`] with as
+/// few (vectored) writes as the socket takes. Small frames and frame headers
+/// are copied into one buffer; a large payload is written from the shared
+/// bytes it came in, not copied, so a writer holding many large frames (member
+/// lists to a big room, merged pushes) holds references to them, not copies.
+///
 /// Cancel-safe: a flush dropped part-way keeps what it had not written, so
 /// frames added after it follow whole frames.
 #[derive(Debug)]
 pub(crate) struct Writer<W> {
     io: W,
-    buf: Vec<u8>,
-    /// Bytes of `buf` already written.
+    /// Small frames and headers.
+    small: Vec<u8>,
+    /// What to write, in order.
+    chunks: VecDeque<Chunk>,
+    /// Where in `small` the first [`Chunk::Small`] in `chunks` starts, and
+    /// where the last ends.
+    small_from: usize,
+    small_sealed: usize,
+    /// Bytes of the front chunk already written.
     written: usize,
+    /// Bytes added and not yet written.
+    pending: usize,
 }
 
-/// Buffer room a writer keeps between flushes; more is given back.
-const KEEP_BUF: usize = 64 * 1024;
+#[derive(Debug)]
+enum Chunk {
+    /// `small` up to this offset (from where the chunk before it ended).
+    Small(usize),
+    Shared(Bytes),
+}
+
+/// Payloads at least this large are written from their shared bytes; smaller
+/// ones are copied together, so a flush of small frames writes one slice.
+const SHARE_FROM: usize = 512;
+
+/// Slices per vectored write at most.
+const MAX_SLICES: usize = 64;
+
+/// Room the small-frame buffer keeps between flushes; more is given back.
+const KEEP_SMALL: usize = 16 * 1024;
 
 impl<W: AsyncWrite + Unpin> Writer<W> {
     pub(crate) fn new(io: W) -> Writer<W> {
         Writer {
             io,
-            buf: Vec::new(),
+            small: Vec::new(),
+            chunks: VecDeque::new(),
+            small_from: 0,
+            small_sealed: 0,
             written: 0,
+            pending: 0,
         }
     }
 
     /// Bytes added and not yet written.
     pub(crate) fn buffered(&self) -> usize {
-        self.buf.len() - self.written
+        self.pending
     }
 
-    fn frame(&mut self, opcode: OpCode, payload: &[&[u8]]) {
-        let len: usize = payload.iter().map(|p| p.len()).sum();
+    fn header(&mut self, opcode: OpCode, len: usize) {
         let header = FrameHeader {
             is_final: true,
             rsv1: false,
@@ -462,25 +494,47 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
             opcode,
             mask: None,
         };
+        let before = self.small.len();
         // Writing to a Vec cannot fail.
-        let _ = header.format(len as u64, &mut self.buf);
-        for part in payload {
-            self.buf.extend_from_slice(part);
+        let _ = header.format(len as u64, &mut self.small);
+        self.pending += self.small.len() - before + len;
+    }
+
+    /// Ends the current run of small bytes as a chunk.
+    fn seal_small(&mut self) {
+        if self.small.len() > self.small_sealed {
+            self.small_sealed = self.small.len();
+            self.chunks.push_back(Chunk::Small(self.small_sealed));
         }
     }
 
-    pub(crate) fn text(&mut self, text: &str) {
-        self.frame(OpCode::Data(Data::Text), &[text.as_bytes()]);
+    pub(crate) fn text(&mut self, text: Utf8Bytes) {
+        let payload = Bytes::from(text);
+        self.header(OpCode::Data(Data::Text), payload.len());
+        if payload.len() >= SHARE_FROM {
+            self.seal_small();
+            self.chunks.push_back(Chunk::Shared(payload));
+        } else {
+            self.small.extend_from_slice(&payload);
+        }
+    }
+
+    fn control(&mut self, control: Control, parts: &[&[u8]]) {
+        let len = parts.iter().map(|p| p.len()).sum();
+        self.header(OpCode::Control(control), len);
+        for part in parts {
+            self.small.extend_from_slice(part);
+        }
     }
 
     pub(crate) fn ping(&mut self) {
-        self.frame(OpCode::Control(Control::Ping), &[]);
+        self.control(Control::Ping, &[]);
     }
 
     /// A pong for a ping with this payload (at most 125 bytes, as the ping's).
     pub(crate) fn pong(&mut self, payload: &[u8]) {
         let payload = &payload[..payload.len().min(MAX_CONTROL as usize)];
-        self.frame(OpCode::Control(Control::Pong), &[payload]);
+        self.control(Control::Pong, &[payload]);
     }
 
     /// A close frame; the reason is cut (at a character) to fit a control frame.
@@ -489,33 +543,85 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
         while !reason.is_char_boundary(end) {
             end -= 1;
         }
-        self.frame(
-            OpCode::Control(Control::Close),
+        self.control(
+            Control::Close,
             &[&code.to_be_bytes(), &reason.as_bytes()[..end]],
         );
     }
 
     /// Writes everything added.
     pub(crate) async fn flush(&mut self) -> io::Result<()> {
-        while self.written < self.buf.len() {
-            let n = self.io.write(&self.buf[self.written..]).await?;
+        self.seal_small();
+        while !self.chunks.is_empty() {
+            let n = {
+                let mut slices = [io::IoSlice::new(&[]); MAX_SLICES];
+                let mut count = 0;
+                let mut small_at = self.small_from;
+                for chunk in self.chunks.iter().take(MAX_SLICES) {
+                    let bytes: &[u8] = match chunk {
+                        Chunk::Small(end) => {
+                            let run = &self.small[small_at..*end];
+                            small_at = *end;
+                            run
+                        }
+                        Chunk::Shared(bytes) => bytes,
+                    };
+                    let from = if count == 0 { self.written } else { 0 };
+                    slices[count] = io::IoSlice::new(&bytes[from..]);
+                    count += 1;
+                }
+                // One slice (the usual flush of small frames): a plain write.
+                if count == 1 {
+                    self.io.write(&slices[0]).await?
+                } else {
+                    self.io.write_vectored(&slices[..count]).await?
+                }
+            };
             if n == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
             }
-            self.written += n;
+            self.advance(n);
         }
-        self.buf.clear();
-        self.written = 0;
-        if self.buf.capacity() > KEEP_BUF {
-            self.buf.shrink_to(KEEP_BUF);
+        self.small.clear();
+        self.small_from = 0;
+        self.small_sealed = 0;
+        if self.small.capacity() > KEEP_SMALL {
+            self.small.shrink_to(KEEP_SMALL);
         }
         self.io.flush().await
     }
 
-    /// Gives the buffer back when nothing is waiting in it (an idle writer).
+    /// Marks `n` more bytes from the front as written.
+    fn advance(&mut self, mut n: usize) {
+        self.pending -= n;
+        while n > 0 {
+            let Some(front) = self.chunks.front() else {
+                break;
+            };
+            let len = match front {
+                Chunk::Small(end) => end - self.small_from,
+                Chunk::Shared(bytes) => bytes.len(),
+            };
+            let left = len - self.written;
+            if n < left {
+                self.written += n;
+                return;
+            }
+            n -= left;
+            if let Some(Chunk::Small(end)) = self.chunks.pop_front() {
+                self.small_from = end;
+            }
+            self.written = 0;
+        }
+    }
+
+    /// Gives the buffers back when nothing is waiting in them (an idle writer).
     pub(crate) fn release(&mut self) {
-        if self.buffered() == 0 {
-            self.buf = Vec::new();
+        if self.pending == 0 {
+            self.small = Vec::new();
+            self.chunks = VecDeque::new();
+            self.small_from = 0;
+            self.small_sealed = 0;
             self.written = 0;
         }
     }
@@ -755,15 +861,16 @@ mod tests {
         use tokio_tungstenite::tungstenite::protocol::Role;
         let (client, server) = tokio::io::duplex(1 << 20);
         let mut writer = Writer::new(server);
-        writer.text("hello");
-        writer.text(&"é".repeat(40_000));
+        writer.text(Utf8Bytes::from_static("hello"));
+        writer.text(Utf8Bytes::from("é".repeat(40_000)));
         writer.ping();
         writer.pong(b"abc");
         writer.close(4001, &"ü".repeat(100));
         writer.flush().await.unwrap();
         assert_eq!(writer.buffered(), 0);
         writer.release();
-        assert_eq!(writer.buf.capacity(), 0);
+        assert_eq!(writer.small.capacity(), 0);
+        assert_eq!(writer.chunks.capacity(), 0);
         let mut ws =
             tokio_tungstenite::WebSocketStream::from_raw_socket(client, Role::Client, None).await;
         let mut got = Vec::new();
@@ -787,6 +894,66 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn small_and_shared_frames_come_out_in_order_through_short_writes() {
+        use futures_util::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        use tokio_tungstenite::tungstenite::protocol::Role;
+        // Room for 7 bytes at a time: every write is cut short somewhere.
+        let (client, server) = tokio::io::duplex(7);
+        let (mut server_read, server_write) = tokio::io::split(server);
+        // The client answers pings: take its pongs.
+        tokio::spawn(
+            async move { tokio::io::copy(&mut server_read, &mut tokio::io::sink()).await },
+        );
+        let mut writer = Writer::new(server_write);
+        let texts: Vec<String> = (0..40)
+            .map(|i| {
+                let len = [3, 500, SHARE_FROM - 1, SHARE_FROM, 70_000][i % 5];
+                char::from(b'a' + (i % 26) as u8).to_string().repeat(len)
+            })
+            .collect();
+        let reading = tokio::spawn(async move {
+            let mut ws =
+                tokio_tungstenite::WebSocketStream::from_raw_socket(client, Role::Client, None)
+                    .await;
+            let mut got = Vec::new();
+            while let Some(Ok(msg)) = ws.next().await {
+                let close = matches!(msg, Message::Close(_));
+                got.push(msg);
+                if close {
+                    break;
+                }
+            }
+            got
+        });
+        // In two flushes, with control frames between.
+        for (i, t) in texts.iter().enumerate() {
+            writer.text(Utf8Bytes::from(t.clone()));
+            if i % 7 == 0 {
+                writer.ping();
+            }
+            if i == 20 {
+                writer.flush().await.unwrap();
+            }
+        }
+        writer.close(1000, "");
+        writer.flush().await.unwrap();
+        assert_eq!(writer.buffered(), 0);
+        drop(writer);
+        let got = reading.await.unwrap();
+        let mut want = Vec::new();
+        for (i, t) in texts.iter().enumerate() {
+            want.push(Message::text(t.clone()));
+            if i % 7 == 0 {
+                want.push(Message::Ping(Bytes::new()));
+            }
+        }
+        assert_eq!(got.len(), want.len() + 1);
+        assert_eq!(got[..want.len()], want[..]);
+        assert!(matches!(got[want.len()], Message::Close(_)));
+    }
+
+    #[tokio::test]
     async fn a_close_after_a_flush_given_up_mid_frame_follows_the_whole_frame() {
         use futures_util::StreamExt;
         use tokio_tungstenite::tungstenite::Message;
@@ -795,7 +962,7 @@ mod tests {
         let (client, server) = tokio::io::duplex(100);
         let mut writer = Writer::new(server);
         let long = "w".repeat(10_000);
-        writer.text(&long);
+        writer.text(Utf8Bytes::from(long.clone()));
         let flushed =
             tokio::time::timeout(std::time::Duration::from_millis(20), writer.flush()).await;
         assert!(flushed.is_err());
