@@ -191,7 +191,7 @@ impl Server {
         let room_tasks = rooms::spawn_room_tasks(shared.clone());
         let app = http::router(shared.clone()).merge(web::router(dev_tokens));
         let tx = shutdown_tx.clone();
-        serve_http(listener, app, async move {
+        let stopped_at = serve_http(listener, app, async move {
             shutdown.await;
             let _ = tx.send(true);
         })
@@ -199,8 +199,9 @@ impl Server {
         let _ = shutdown_tx.send(true);
         retention.abort();
         room_tasks.abort();
-        // Sessions saw the signal; give them time to say goodbye.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        // Sessions saw the signal; give them time to say goodbye (five seconds
+        // from the signal, requests in flight included).
+        let deadline = stopped_at + SHUTDOWN_GRACE;
         while shared.metrics.connections.load(Ordering::Relaxed) > 0
             && tokio::time::Instant::now() < deadline
         {
@@ -211,8 +212,13 @@ impl Server {
     }
 }
 
+/// How long a server that was told to stop waits for requests in flight and
+/// sessions to end.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 /// Serves HTTP/1.1 on `listener` until `shutdown` completes, then stops
-/// accepting and waits (up to five seconds) for requests in flight.
+/// accepting and waits (within [`SHUTDOWN_GRACE`]) for requests in flight;
+/// returns when it stopped accepting.
 ///
 /// What `axum::serve` does, but with the socket itself under each connection:
 /// a WebSocket upgrade then gets the `TcpStream`, split in two halves without a
@@ -222,7 +228,7 @@ async fn serve_http(
     listener: TcpListener,
     app: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) {
+) -> tokio::time::Instant {
     // Each connection's task holds a receiver: at the end, the sender learns
     // when every one is gone.
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -232,10 +238,14 @@ async fn serve_http(
             accepted = listener.accept() => match accepted {
                 Ok((tcp, _)) => tcp,
                 Err(e) => {
-                    // Out of file descriptors, or a connection reset before it
-                    // was accepted: go on after a pause, as axum::serve does.
-                    tracing::warn!(error = %e, "accepting a connection failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    // As axum::serve: a connection that failed before it was
+                    // accepted is skipped; anything else (out of file
+                    // descriptors) pauses accepting for a second.
+                    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+                    if !matches!(e.kind(), ConnectionAborted | ConnectionRefused | ConnectionReset) {
+                        tracing::warn!(error = %e, "accepting a connection failed");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
                     continue;
                 }
             },
@@ -266,10 +276,14 @@ async fn serve_http(
             let _ = conn.await;
         });
     }
+    let stopped_at = tokio::time::Instant::now();
     drop(listener);
     let _ = stop_tx.send(true);
     drop(stop_rx);
-    let _ = tokio::time::timeout(Duration::from_secs(5), stop_tx.closed()).await;
+    // A connection that never sent a request does not end by itself: it is
+    // left to the runtime's end.
+    let _ = tokio::time::timeout_at(stopped_at + SHUTDOWN_GRACE, stop_tx.closed()).await;
+    stopped_at
 }
 
 /// Serves `config` on `listener` until `shutdown` completes.
