@@ -359,12 +359,8 @@ fn parse_frame(
                 None
             }
         }
+        // (No fragmented message is open: refused above.)
         OpCode::Data(data @ (Data::Text | Data::Binary)) => {
-            if partial.is_some() {
-                return Err(ReadError::Protocol(
-                    "a new message began before the fragmented one ended",
-                ));
-            }
             let text = data == Data::Text;
             if header.is_final {
                 Some(message(text, Bytes::copy_from_slice(payload))?)
@@ -657,6 +653,27 @@ mod tests {
         out
     }
 
+    /// What a tungstenite client reads from `client`: every message up to and
+    /// including a close frame, or to the end.
+    async fn read_back(
+        client: tokio::io::DuplexStream,
+    ) -> Vec<tokio_tungstenite::tungstenite::Message> {
+        use futures_util::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        use tokio_tungstenite::tungstenite::protocol::Role;
+        let mut ws =
+            tokio_tungstenite::WebSocketStream::from_raw_socket(client, Role::Client, None).await;
+        let mut got = Vec::new();
+        while let Some(Ok(msg)) = ws.next().await {
+            let close = matches!(msg, Message::Close(_));
+            got.push(msg);
+            if close {
+                break;
+            }
+        }
+        got
+    }
+
     async fn read_all(bytes: Vec<u8>, max: usize) -> Vec<Result<Incoming, String>> {
         let (mut client, server) = tokio::io::duplex(1 << 20);
         client.write_all(&bytes).await.unwrap();
@@ -856,9 +873,7 @@ mod tests {
 
     #[tokio::test]
     async fn written_frames_read_back_with_tungstenite() {
-        use futures_util::StreamExt;
         use tokio_tungstenite::tungstenite::Message;
-        use tokio_tungstenite::tungstenite::protocol::Role;
         let (client, server) = tokio::io::duplex(1 << 20);
         let mut writer = Writer::new(server);
         writer.text(Utf8Bytes::from_static("hello"));
@@ -871,16 +886,7 @@ mod tests {
         writer.release();
         assert_eq!(writer.small.capacity(), 0);
         assert_eq!(writer.chunks.capacity(), 0);
-        let mut ws =
-            tokio_tungstenite::WebSocketStream::from_raw_socket(client, Role::Client, None).await;
-        let mut got = Vec::new();
-        while let Some(Ok(msg)) = ws.next().await {
-            let close = matches!(msg, Message::Close(_));
-            got.push(msg);
-            if close {
-                break;
-            }
-        }
+        let got = read_back(client).await;
         assert_eq!(got[0], Message::text("hello"));
         assert_eq!(got[1], Message::text("é".repeat(40_000)));
         assert_eq!(got[2], Message::Ping(Bytes::new()));
@@ -895,9 +901,7 @@ mod tests {
 
     #[tokio::test]
     async fn small_and_shared_frames_come_out_in_order_through_short_writes() {
-        use futures_util::StreamExt;
         use tokio_tungstenite::tungstenite::Message;
-        use tokio_tungstenite::tungstenite::protocol::Role;
         // Room for 7 bytes at a time: every write is cut short somewhere.
         let (client, server) = tokio::io::duplex(7);
         let (mut server_read, server_write) = tokio::io::split(server);
@@ -912,20 +916,7 @@ mod tests {
                 char::from(b'a' + (i % 26) as u8).to_string().repeat(len)
             })
             .collect();
-        let reading = tokio::spawn(async move {
-            let mut ws =
-                tokio_tungstenite::WebSocketStream::from_raw_socket(client, Role::Client, None)
-                    .await;
-            let mut got = Vec::new();
-            while let Some(Ok(msg)) = ws.next().await {
-                let close = matches!(msg, Message::Close(_));
-                got.push(msg);
-                if close {
-                    break;
-                }
-            }
-            got
-        });
+        let reading = tokio::spawn(read_back(client));
         // In two flushes, with control frames between.
         for (i, t) in texts.iter().enumerate() {
             writer.text(Utf8Bytes::from(t.clone()));
@@ -955,9 +946,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_close_after_a_flush_given_up_mid_frame_follows_the_whole_frame() {
-        use futures_util::StreamExt;
         use tokio_tungstenite::tungstenite::Message;
-        use tokio_tungstenite::tungstenite::protocol::Role;
         // Room for 100 bytes: the flush of a 10,000-byte frame stalls.
         let (client, server) = tokio::io::duplex(100);
         let mut writer = Writer::new(server);
@@ -969,16 +958,7 @@ mod tests {
         assert!(writer.buffered() > 0 && writer.buffered() < 10_004);
         // As the abort path does: a close frame, flushed while the client reads.
         writer.close(4008, "slow");
-        let reading = tokio::spawn(async move {
-            let mut ws =
-                tokio_tungstenite::WebSocketStream::from_raw_socket(client, Role::Client, None)
-                    .await;
-            let mut got = Vec::new();
-            while let Some(Ok(msg)) = ws.next().await {
-                got.push(msg);
-            }
-            got
-        });
+        let reading = tokio::spawn(read_back(client));
         writer.flush().await.unwrap();
         drop(writer);
         let got = reading.await.unwrap();
