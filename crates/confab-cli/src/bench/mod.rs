@@ -15,6 +15,7 @@
 mod chart;
 mod connect;
 mod fanout;
+mod floor;
 mod peer;
 mod recv;
 mod stats;
@@ -61,6 +62,17 @@ enum Scenario {
     /// N clients log in as fast as possible (200 at a time), then idle 3 s.
     /// Reports logins/s and, with --server-pid, server memory per connection.
     Connect(ConnectArgs),
+    /// What a fan-out costs this machine's kernel alone: M loopback TCP
+    /// connections (the members' ends in a child process that reads them with
+    /// one epoll loop), and R times a second one frame written to each, spread
+    /// over all CPUs, with no server, WebSocket or JSON work. Its delivery-time
+    /// p99 is the least any server can reach for a fan-out to M members here.
+    ///
+    /// Example: confab bench floor --members 10000 --rate 10 --duration 5
+    Floor(FloorArgs),
+    /// The members' side of `floor` (started by it).
+    #[command(hide = true)]
+    FloorSink(FloorSinkArgs),
     /// Draw an SVG chart (and a PNG when `rsvg-convert` is installed) of the
     /// JSON lines that bench/compare.sh writes: confab beside Socket.IO.
     ///
@@ -223,6 +235,39 @@ struct ConnectArgs {
 }
 
 #[derive(Debug, Args)]
+struct FloorArgs {
+    /// Connections (members).
+    #[arg(long, default_value_t = 1000)]
+    members: usize,
+    /// Bursts per second (one frame to every member each).
+    #[arg(long, default_value_t = 10)]
+    rate: u64,
+    /// Seconds of bursts.
+    #[arg(long, default_value_t = 5)]
+    duration: u64,
+    /// Payload bytes of each WebSocket frame (320: about confab's push of a
+    /// 64-byte room message).
+    #[arg(long, default_value_t = 320)]
+    payload: usize,
+    /// Sending threads, the members shared among them [default: one per CPU].
+    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
+    threads: usize,
+    /// Print JSON (one object on one line) instead of a human-readable report.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct FloorSinkArgs {
+    /// Where `floor` listens.
+    #[arg(long)]
+    addr: std::net::SocketAddr,
+    /// Connections to make.
+    #[arg(long)]
+    connections: usize,
+}
+
+#[derive(Debug, Args)]
 struct ChartArgs {
     /// JSON lines from `confab bench ... --json` (as bench/compare.sh writes them).
     #[arg(
@@ -309,8 +354,14 @@ impl Priority {
 }
 
 pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
-    if let Scenario::Chart(a) = &args.scenario {
-        return chart::run(a);
+    match &args.scenario {
+        Scenario::Chart(a) => return chart::run(a),
+        Scenario::Floor(a) => {
+            a.validate()?;
+            return floor::floor(a);
+        }
+        Scenario::FloorSink(a) => return floor::sink(a),
+        _ => {}
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -333,7 +384,9 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             a.validate()?;
             rt.block_on(connect::connect(&a))?
         }
-        Scenario::Chart(_) => unreachable!("handled above"),
+        Scenario::Chart(_) | Scenario::Floor(_) | Scenario::FloorSink(_) => {
+            unreachable!("handled above")
+        }
     };
     rt.shutdown_timeout(Duration::from_secs(1));
     Ok(report)
@@ -465,6 +518,26 @@ impl PeerArgs {
         }
         check_duration(self.duration)?;
         check_connections(self.pairs * 2, "this peer run")
+    }
+}
+
+impl FloorArgs {
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.members == 0 {
+            bail!("--members must be at least 1");
+        }
+        if !(1..=1000).contains(&self.rate) {
+            bail!("--rate must be 1..=1000 bursts/s");
+        }
+        if !(1..=64 * 1024).contains(&self.payload) {
+            bail!("--payload must be 1..=65536 bytes");
+        }
+        if self.threads > 64 {
+            bail!("--threads must be at most 64");
+        }
+        check_duration(self.duration)?;
+        // Both ends are open files, each in its own process.
+        check_connections(self.members, "this floor run")
     }
 }
 

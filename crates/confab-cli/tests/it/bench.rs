@@ -312,3 +312,49 @@ async fn bench_socketio_target() {
         }
     }
 }
+
+/// `floor` needs no server: its child process holds the members' ends, and
+/// every frame written must be read back.
+#[test]
+fn bench_floor_writes_and_reads_every_frame() {
+    let out = crate::confab(&[
+        "bench",
+        "floor",
+        "--members",
+        "40",
+        "--rate",
+        "20",
+        "--duration",
+        "1",
+        "--payload",
+        "200",
+        "--json",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "floor failed: {stdout}\n{stderr}");
+    let r: Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+    assert_eq!(r["scenario"], "floor");
+    assert_eq!(r["target"], "kernel");
+    assert_eq!(r["bursts"], 20);
+    assert_eq!(r["deliveries"], 800, "{r}");
+    assert_eq!(r["lost"], 0, "{r}");
+    // 20 bursts × 40 members of a 204-byte frame, read back by the sink.
+    assert_eq!(r["frame_bytes"], 204);
+    assert!(r["reads"].as_u64().unwrap() >= 40, "{r}");
+    for k in ["p50_ms", "p99_ms", "send_cpu_us", "burst_cpu_ms"] {
+        assert!(r[k].as_f64().is_some_and(|v| v > 0.0), "{k}: {r}");
+    }
+    assert!(r["p99_ms"].as_f64() >= r["p50_ms"].as_f64(), "{r}");
+    assert!(r["queued"].is_boolean(), "{r}");
+    assert!(r["duration_s"].as_f64().unwrap() >= 0.9, "{r}");
+
+    // Bad input names the flag.
+    let bad = crate::confab(&["bench", "floor", "--rate", "0"]);
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("--rate"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}
