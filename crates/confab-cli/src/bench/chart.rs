@@ -36,6 +36,7 @@ const SOCKETIO_SHADES: [RGBColor; 3] = [
     RGBColor(140, 45, 4),
 ];
 const GOAL: RGBColor = RGBColor(200, 0, 60);
+const FLOOR: RGBColor = RGBColor(150, 150, 150);
 const TARGETS: [&str; 2] = ["confab", "socketio"];
 
 type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
@@ -168,6 +169,9 @@ struct Group {
     latency: bool,
     /// Deliveries/s offered (fan-out: rate × members; 0: unknown).
     offered: f64,
+    /// p99 of `confab bench floor` at the same members and rate: the kernel
+    /// alone, with no server.
+    floor_p99: Option<f64>,
     by_target: [Option<Figures>; 2],
 }
 
@@ -242,6 +246,16 @@ fn groups(rows: &[Value]) -> Vec<Group> {
                 g.by_target[t] = Some(figures);
                 out.push(g);
             }
+        }
+    }
+    // The kernel's floor goes beside the fan-outs of small bodies it matches.
+    for r in rows {
+        if r.get("scenario").and_then(Value::as_str) != Some("floor") {
+            continue;
+        }
+        let key = format!("fanout/{}/{}/64/text", u(r, "members"), u(r, "rate"));
+        if let Some(g) = out.iter_mut().find(|g| g.key == key) {
+            g.floor_p99 = f(r, "p99_ms");
         }
     }
     out
@@ -344,6 +358,10 @@ fn draw(rows: &[Value], output: &Path, subtitle: Option<&str>) -> anyhow::Result
             lat_series.push((format!("{name} {q}"), color));
         }
     }
+    let with_floor = lat_groups.iter().any(|g| g.floor_p99.is_some());
+    if with_floor {
+        lat_series.push(("kernel alone p99 (bench floor)".to_owned(), FLOOR));
+    }
     bars(
         &row2,
         &Bars {
@@ -355,10 +373,15 @@ fn draw(rows: &[Value], output: &Path, subtitle: Option<&str>) -> anyhow::Result
             values: lat_groups
                 .iter()
                 .map(|g| {
-                    g.by_target
+                    let mut v: Vec<Option<f64>> = g
+                        .by_target
                         .iter()
                         .flat_map(|t| (0..3).map(move |q| t.as_ref().and_then(|f| f.lat[q])))
-                        .collect()
+                        .collect();
+                    if with_floor {
+                        v.push(g.floor_p99);
+                    }
+                    v
                 })
                 .collect(),
             goals: lat_groups
@@ -749,6 +772,7 @@ mod tests {
             r#"{"scenario":"sweep","step":2,"target":"confab","members":1000,"rate":200,"p50_ms":2.0,"p99_ms":80.0,"p99_bound_ms":50.0}"#,
             r#"{"scenario":"sweep","summary":true,"target":"confab","members":1000,"p99_bound_ms":50.0,"saturation_deliveries_per_s":99000.0,"saturation_p99_ms":3.0}"#,
             r#"{"scenario":"connect","target":"confab","clients":1000,"server_rss_per_connection_kb":3.5}"#,
+            r#"{"scenario":"floor","target":"kernel","members":1000,"rate":100,"payload":320,"p50_ms":1.0,"p99_ms":2.5}"#,
         ]
         .iter()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -757,13 +781,20 @@ mod tests {
         assert_eq!(g.len(), 3, "{g:?}");
         assert_eq!(g[0].goal_p99, Some(5.0));
         assert!(g[0].by_target.iter().all(Option::is_some));
+        assert_eq!(g[0].floor_p99, Some(2.5), "the floor joins its fan-out");
         let dir = std::env::temp_dir().join(format!("confab-chart-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let out = dir.join("c.svg");
         draw(&rows, &out, Some("test")).unwrap();
         let svg = std::fs::read_to_string(&out).unwrap();
         assert!(svg.starts_with("<svg"), "{}", &svg[..100.min(svg.len())]);
-        for text in ["1k × 100/s", "Socket.IO", "p99 ≤ 5 ms", "Sweep"] {
+        for text in [
+            "1k × 100/s",
+            "Socket.IO",
+            "p99 ≤ 5 ms",
+            "Sweep",
+            "kernel alone",
+        ] {
             assert!(svg.contains(text), "{text} missing");
         }
         std::fs::remove_dir_all(&dir).unwrap();
