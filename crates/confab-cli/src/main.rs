@@ -56,7 +56,8 @@ enum Command {
     /// Make and check ZEGO Token04 login tokens.
     #[command(subcommand)]
     Token(token_cmd::TokenCommand),
-    /// Load-test a running server (room fan-out, peer messages, logins).
+    /// Load-test a running server (room fan-out, peer messages, logins), or measure
+    /// what a fan-out costs this machine's kernel alone (floor).
     ///
     /// Example: confab bench fanout --app-id N --secret S --members 1000 --rate 100
     Bench(bench::BenchArgs),

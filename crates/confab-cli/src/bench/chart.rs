@@ -250,7 +250,10 @@ fn groups(rows: &[Value]) -> Vec<Group> {
     }
     // The kernel's floor goes beside the fan-outs of small bodies it matches.
     for r in rows {
-        if r.get("scenario").and_then(Value::as_str) != Some("floor") {
+        // A floor whose bursts queued is no bound: left out.
+        if r.get("scenario").and_then(Value::as_str) != Some("floor")
+            || r.get("queued").and_then(Value::as_bool) == Some(true)
+        {
             continue;
         }
         let key = format!("fanout/{}/{}/64/text", u(r, "members"), u(r, "rate"));
@@ -772,7 +775,8 @@ mod tests {
             r#"{"scenario":"sweep","step":2,"target":"confab","members":1000,"rate":200,"p50_ms":2.0,"p99_ms":80.0,"p99_bound_ms":50.0}"#,
             r#"{"scenario":"sweep","summary":true,"target":"confab","members":1000,"p99_bound_ms":50.0,"saturation_deliveries_per_s":99000.0,"saturation_p99_ms":3.0}"#,
             r#"{"scenario":"connect","target":"confab","clients":1000,"server_rss_per_connection_kb":3.5}"#,
-            r#"{"scenario":"floor","target":"kernel","members":1000,"rate":100,"payload":320,"p50_ms":1.0,"p99_ms":2.5}"#,
+            r#"{"scenario":"floor","target":"kernel","members":1000,"rate":100,"payload":320,"p50_ms":1.0,"p99_ms":2.5,"queued":false}"#,
+            r#"{"scenario":"floor","target":"kernel","members":1000,"rate":100,"payload":320,"p50_ms":90.0,"p99_ms":300.0,"queued":true}"#,
         ]
         .iter()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -781,7 +785,11 @@ mod tests {
         assert_eq!(g.len(), 3, "{g:?}");
         assert_eq!(g[0].goal_p99, Some(5.0));
         assert!(g[0].by_target.iter().all(Option::is_some));
-        assert_eq!(g[0].floor_p99, Some(2.5), "the floor joins its fan-out");
+        assert_eq!(
+            g[0].floor_p99,
+            Some(2.5),
+            "the floor joins its fan-out, a queued one does not"
+        );
         let dir = std::env::temp_dir().join(format!("confab-chart-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let out = dir.join("c.svg");

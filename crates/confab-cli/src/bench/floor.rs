@@ -8,30 +8,37 @@
 //! WebSocket work, JSON, queue or task: a write system call per member and
 //! nothing else.
 //!
-//! A loopback write returns once the kernel has run the receiving side too, so
-//! a frame has arrived when its write returns: the time from the burst's start
-//! to that return is the delivery time an ideal server would reach here, and its
-//! p99 is the least p99 any server can reach for a fan-out of M members on this
-//! machine and this kernel, whatever it does in user space.
+//! Latency is measured as a fan-out run measures it: from the moment the burst
+//! was due to the kernel's receive time of the frame at the member's socket
+//! (`SO_TIMESTAMPNS`, taken by the sink; the j-th frame on every connection
+//! belongs to burst j). Its p99 is the least p99 a server that writes each
+//! message to each member on its own can reach for M members on this machine,
+//! whatever it does in user space — as long as the bursts do not queue.
 
-use std::io::{self, BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{self, BufRead as _, BufReader, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Barrier};
+use std::sync::{Arc, Barrier, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
-use super::stats::{fmt_ms, print_report, quantiles, round3};
+use super::recv::read_stamped;
+use super::stats::{fmt_ms, print_report, quantiles, round3, wall_us};
 use super::{FloorArgs, FloorSinkArgs};
 
-/// Longest delivery time recorded (µs).
+/// Longest latency recorded (µs).
 const MAX_US: u64 = 60_000_000;
-/// The sink gives up after this long without any input.
-const SINK_PATIENCE: Duration = Duration::from_secs(60);
+/// The sink, a write or the sink's report gives up after this long without
+/// progress.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_US, 3).expect("valid histogram bounds")
+}
 
 /// CPU time of the calling thread, in µs.
 fn thread_cpu_us() -> u64 {
@@ -48,9 +55,12 @@ fn cpu_us(clock: nix::time::ClockId) -> u64 {
 /// What one sending thread measured.
 #[derive(Debug)]
 struct Sent {
-    hist: Histogram<u64>,
+    /// Burst due → write returned, µs.
+    written: Histogram<u64>,
     cpu_us: u64,
     writes: u64,
+    /// Most a burst started after it was due (thread 0 only), µs.
+    max_lag_us: u64,
 }
 
 /// The run's shared schedule: burst `k` is due at `base + k / rate`.
@@ -63,10 +73,9 @@ struct Schedule {
     failed: AtomicBool,
 }
 
-impl Schedule {
-    fn due(&self, k: u64) -> Duration {
-        Duration::from_nanos(k * 1_000_000_000 / self.rate)
-    }
+/// Offset of burst `k` from the base, in µs.
+fn due_us(k: u64, rate: u64) -> u64 {
+    k * 1_000_000 / rate
 }
 
 pub(super) fn floor(a: &FloorArgs) -> anyhow::Result<ExitCode> {
@@ -86,14 +95,19 @@ pub(super) fn floor(a: &FloorArgs) -> anyhow::Result<ExitCode> {
     // One frame as a server would send it: a WebSocket text frame header, then
     // the payload.
     let frame = Arc::new(ws_text_frame(a.payload));
+    let frame_len = frame.len() as u64;
     let bursts = a.rate * a.duration;
     let schedule = Arc::new(Schedule {
-        base: Instant::now() + Duration::from_millis(100),
+        base: Instant::now() + Duration::from_millis(200),
         rate: a.rate,
         bursts,
         barrier: Barrier::new(threads),
         failed: AtomicBool::new(false),
     });
+    // The same moment on the wall clock, which the kernel's receive times use.
+    let base_wall_us = wall_us() + 200_000;
+    sink.go(base_wall_us, a.rate, bursts, frame_len)?;
+
     let mut shares: Vec<Vec<TcpStream>> = (0..threads).map(|_| Vec::new()).collect();
     for (i, c) in conns.into_iter().enumerate() {
         shares[i % threads].push(c);
@@ -109,42 +123,58 @@ pub(super) fn floor(a: &FloorArgs) -> anyhow::Result<ExitCode> {
         })
         .collect::<io::Result<_>>()
         .context("cannot start the sending threads")?;
-    let mut hist = Histogram::<u64>::new_with_bounds(1, MAX_US, 3).expect("valid bounds");
-    let (mut send_cpu_us, mut writes) = (0u64, 0u64);
-    let mut first_error = None;
+    let mut written = histogram();
+    let (mut send_cpu_us, mut writes, mut max_lag_us) = (0u64, 0u64, 0u64);
+    let mut write_error = None;
     for h in handles {
         match h.join() {
             Ok(Ok(s)) => {
-                hist.add(&s.hist).expect("same bounds");
+                written.add(&s.written).expect("same bounds");
                 send_cpu_us += s.cpu_us;
                 writes += s.writes;
+                max_lag_us = max_lag_us.max(s.max_lag_us);
             }
             Ok(Err(e)) => {
-                first_error.get_or_insert(e);
+                write_error.get_or_insert(e.to_string());
             }
             Err(_) => {
-                first_error.get_or_insert_with(|| io::Error::other("a sending thread panicked"));
+                write_error.get_or_insert_with(|| "a sending thread panicked".to_owned());
             }
         }
     }
     let window = schedule.base.elapsed();
     // The threads dropped their connections: the sink sees every one end.
-    let read = sink.finish()?;
-    if let Some(e) = first_error {
-        bail!("floor: writing to a loopback connection failed: {e}");
-    }
+    let read = sink.finish();
+    let read = match (read, write_error) {
+        (Ok(r), None) => r,
+        (Ok(_), Some(w)) => bail!("floor: writing to a loopback connection failed: {w}"),
+        (Err(e), None) => return Err(e),
+        (Err(e), Some(w)) => {
+            bail!("floor: writing to a loopback connection failed: {w}; and {e:#}")
+        }
+    };
 
     let expected = bursts * a.members as u64;
-    let frame_len = frame.len() as u64;
-    let lost = expected.saturating_sub(read.bytes / frame_len);
+    if read.bytes > expected * frame_len {
+        bail!(
+            "floor: the sink read {} bytes, more than the {} written",
+            read.bytes,
+            expected * frame_len
+        );
+    }
+    // A frame read in part counts as lost.
+    let lost = expected - read.bytes / frame_len;
     let per_send_us = send_cpu_us as f64 / writes.max(1) as f64;
-    let per_read_us = read.cpu_us as f64 / writes.max(1) as f64;
-    let [p50, p99, p999, max] = quantiles(&hist);
+    let per_read_us = read.cpu_us as f64 / (read.bytes / frame_len).max(1) as f64;
+    let ms = |us: Option<u64>| us.map(|v| round3(v as f64 / 1000.0));
+    let (p50, p99, p999, max) = (ms(read.p50), ms(read.p99), ms(read.p999), ms(read.max));
+    let [w50, w99, _, _] = quantiles(&written);
     let duration_s = window.as_secs_f64();
     let interval_ms = 1000.0 / a.rate as f64;
-    // Bursts that start late queued behind the ones before: the kernel work of
-    // one write per member did not fit between bursts.
-    let queued = p50.is_some_and(|p| p > interval_ms);
+    // A burst that started half an interval late waited for the ones before:
+    // the kernel work of one write per member did not fit between bursts.
+    let max_lag_ms = max_lag_us as f64 / 1000.0;
+    let queued = max_lag_ms > interval_ms / 2.0;
     let report = json!({
         "scenario": "floor",
         "target": "kernel",
@@ -161,13 +191,18 @@ pub(super) fn floor(a: &FloorArgs) -> anyhow::Result<ExitCode> {
         "p99_ms": p99,
         "p999_ms": p999,
         "max_ms": max,
+        "written_p50_ms": w50,
+        "written_p99_ms": w99,
         "lost": lost,
         "duplicated": 0,
         "queued": queued,
+        "max_start_lag_ms": round3(max_lag_ms),
         "send_cpu_us": round3(per_send_us),
         "burst_cpu_ms": round3(per_send_us * a.members as f64 / 1000.0),
         "read_cpu_us": round3(per_read_us),
         "reads": read.reads,
+        "bytes": read.bytes,
+        "frames_timed": read.frames,
         // The sending threads play the server.
         "server_cpu_s": round3(send_cpu_us as f64 / 1e6),
         "deliveries_per_server_cpu_s": round3(writes as f64 / (send_cpu_us as f64 / 1e6).max(1e-9)),
@@ -176,15 +211,16 @@ pub(super) fn floor(a: &FloorArgs) -> anyhow::Result<ExitCode> {
     });
     let verdict = if queued {
         format!(
-            "Bursts queued behind each other: here the kernel alone cannot write and read \
-             one frame per member {} times a second to {} members; a server keeps up only by \
-             putting several messages in one write, so this p99 is not a bound.\n",
+            "Bursts queued behind each other (one started {max_lag_ms:.1} ms late): here the \
+             kernel alone cannot write and read one frame per member {} times a second to {} \
+             members; a server keeps up only by putting several messages in one write, so this \
+             p99 is not a bound.\n",
             a.rate, a.members
         )
     } else {
         format!(
-            "No server that writes each message to each member can reach a lower p99 for {} \
-             members here.\n",
+            "No server that writes each message to each member on its own can reach a lower \
+             p99 for {} members here.\n",
             a.members
         )
     };
@@ -193,12 +229,15 @@ pub(super) fn floor(a: &FloorArgs) -> anyhow::Result<ExitCode> {
          sent by {threads} thread(s), read by one epoll loop in another process\n\
          \x20 kernel CPU per write: {per_send_us:.2} µs (one burst to {members}: {burst:.1} ms of CPU)\n\
          \x20 reader CPU per frame: {per_read_us:.2} µs ({reads} reads)\n\
-         \x20 delivery time from the burst's start: p50 {}, p99 {}, p999 {}, max {}\n\
+         \x20 burst due → frame received: p50 {}, p99 {}, p999 {}, max {}\n\
+         \x20 burst due → write returned: p50 {}, p99 {}\n\
          \x20 lost: {lost}\n{verdict}",
         fmt_ms(p50),
         fmt_ms(p99),
         fmt_ms(p999),
         fmt_ms(max),
+        fmt_ms(w50),
+        fmt_ms(w99),
         members = a.members,
         rate = a.rate,
         secs = a.duration,
@@ -213,7 +252,7 @@ pub(super) fn floor(a: &FloorArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// A masked-free (server to client) WebSocket text frame of `payload` bytes.
+/// A server-to-client (unmasked) WebSocket text frame of `payload` bytes.
 fn ws_text_frame(payload: usize) -> Vec<u8> {
     let mut f = Vec::with_capacity(payload + 10);
     f.push(0x81);
@@ -240,6 +279,8 @@ fn accept(listener: &TcpListener, n: usize, sink: &mut Sink) -> anyhow::Result<V
             Ok((s, _)) => {
                 s.set_nonblocking(false)?;
                 s.set_nodelay(true)?;
+                // A sink that stops reading fails the run instead of hanging it.
+                s.set_write_timeout(Some(PATIENCE))?;
                 conns.push(s);
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -249,7 +290,7 @@ fn accept(listener: &TcpListener, n: usize, sink: &mut Sink) -> anyhow::Result<V
                         conns.len()
                     );
                 }
-                if started.elapsed() > SINK_PATIENCE {
+                if started.elapsed() > PATIENCE {
                     bail!("floor: only {} of {n} connections after 60 s", conns.len());
                 }
                 std::thread::sleep(Duration::from_millis(1));
@@ -262,12 +303,12 @@ fn accept(listener: &TcpListener, n: usize, sink: &mut Sink) -> anyhow::Result<V
 
 /// One sending thread: at each burst, a frame to each of its connections.
 fn send(t: usize, conns: &[TcpStream], frame: &[u8], s: &Schedule) -> io::Result<Sent> {
-    let mut hist = Histogram::<u64>::new_with_bounds(1, MAX_US, 3).expect("valid bounds");
-    let (mut cpu_us, mut writes) = (0u64, 0u64);
+    let mut written = histogram();
+    let (mut cpu_us, mut writes, mut max_lag_us) = (0u64, 0u64, 0u64);
     let mut last_progress = Instant::now();
     let mut result = Ok(());
     for k in 0..s.bursts {
-        let due = s.base + s.due(k);
+        let due = s.base + Duration::from_micros(due_us(k, s.rate));
         let failed = s.failed.load(Ordering::Acquire);
         if t == 0 && !failed {
             let now = Instant::now();
@@ -283,11 +324,16 @@ fn send(t: usize, conns: &[TcpStream], frame: &[u8], s: &Schedule) -> io::Result
                 );
             }
         }
-        // Thread 0 arrives when the burst is due; the others are waiting. After
-        // a failure every thread still meets the others here, doing nothing.
+        // Thread 0 arrives when the burst is due, the others when they have
+        // written the burst before. After a failure every thread still meets
+        // the others here, doing nothing.
         s.barrier.wait();
         if s.failed.load(Ordering::Acquire) {
             continue;
+        }
+        if t == 0 {
+            let lag = Instant::now().saturating_duration_since(due).as_micros() as u64;
+            max_lag_us = max_lag_us.max(lag);
         }
         let cpu0 = thread_cpu_us();
         for mut c in conns {
@@ -297,15 +343,16 @@ fn send(t: usize, conns: &[TcpStream], frame: &[u8], s: &Schedule) -> io::Result
                 break;
             }
             let us = Instant::now().saturating_duration_since(due).as_micros() as u64;
-            let _ = hist.record(us.clamp(1, MAX_US));
+            let _ = written.record(us.clamp(1, MAX_US));
             writes += 1;
         }
-        cpu_us += thread_cpu_us() - cpu0;
+        cpu_us += thread_cpu_us().saturating_sub(cpu0);
     }
     result.map(|()| Sent {
-        hist,
+        written,
         cpu_us,
         writes,
+        max_lag_us,
     })
 }
 
@@ -314,14 +361,23 @@ fn send(t: usize, conns: &[TcpStream], frame: &[u8], s: &Schedule) -> io::Result
 struct Read {
     bytes: u64,
     reads: u64,
+    /// Frames given a receive time.
+    frames: u64,
+    /// CPU until the last expected byte arrived, µs.
     cpu_us: u64,
+    /// Burst due → frame received, µs.
+    p50: Option<u64>,
+    p99: Option<u64>,
+    p999: Option<u64>,
+    max: Option<u64>,
 }
 
 /// The child process holding the members' ends.
 #[derive(Debug)]
 struct Sink {
     child: Child,
-    out: BufReader<std::process::ChildStdout>,
+    stdin: Option<ChildStdin>,
+    lines: Option<mpsc::Receiver<io::Result<String>>>,
 }
 
 impl Sink {
@@ -332,42 +388,82 @@ impl Sink {
             .arg(addr.to_string())
             .arg("--connections")
             .arg(n.to_string())
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .context("floor: cannot start the sink process")?;
+        let stdin = child.stdin.take();
         let out = BufReader::new(child.stdout.take().expect("piped"));
-        Ok(Sink { child, out })
+        // Its lines come through a channel, so waiting for one has a deadline.
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("floor-sink-out".into())
+            .spawn(move || {
+                for line in out.lines() {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            })
+            .context("floor: cannot start a thread")?;
+        Ok(Sink {
+            child,
+            stdin,
+            lines: Some(rx),
+        })
     }
 
-    fn line(&mut self) -> anyhow::Result<String> {
-        let mut line = String::new();
-        self.out.read_line(&mut line)?;
-        if line.is_empty() {
-            let status = self.child.wait()?;
-            bail!("floor: the sink exited ({status}) without a report");
+    fn line(&mut self, what: &str) -> anyhow::Result<String> {
+        let rx = self.lines.as_ref().expect("lines");
+        match rx.recv_timeout(PATIENCE) {
+            Ok(Ok(line)) => Ok(line),
+            Ok(Err(e)) => bail!("floor: reading the sink's {what}: {e}"),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let _ = self.child.kill();
+                bail!("floor: no {what} from the sink within 60 s (stopped it)")
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let status = self.child.wait()?;
+                bail!("floor: the sink exited ({status}) without its {what}")
+            }
         }
-        Ok(line)
     }
 
     fn wait_ready(&mut self) -> anyhow::Result<()> {
-        let line = self.line()?;
+        let line = self.line("ready line")?;
         if line.trim() != "ready" {
             bail!("floor: the sink said {line:?} instead of ready");
         }
         Ok(())
     }
 
+    /// Tells the sink the schedule: the wall-clock µs burst 0 is due, the rate,
+    /// the bursts and the frame size.
+    fn go(&mut self, base_wall_us: u64, rate: u64, bursts: u64, frame: u64) -> anyhow::Result<()> {
+        let mut stdin = self
+            .stdin
+            .take()
+            .context("floor: the sink's input is gone")?;
+        writeln!(stdin, "{base_wall_us} {rate} {bursts} {frame}")
+            .and_then(|()| stdin.flush())
+            .context("floor: the sink stopped")
+    }
+
     fn finish(mut self) -> anyhow::Result<Read> {
-        let line = self.line()?;
+        let line = self.line("report")?;
         let _ = self.child.wait();
         let v: Value = serde_json::from_str(&line).context("floor: the sink's report")?;
-        let get = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
+        let get = |k: &str| v.get(k).and_then(Value::as_u64);
         Ok(Read {
-            bytes: get("bytes"),
-            reads: get("reads"),
-            cpu_us: get("cpu_us"),
+            bytes: get("bytes").unwrap_or(0),
+            reads: get("reads").unwrap_or(0),
+            frames: get("frames").unwrap_or(0),
+            cpu_us: get("cpu_us").unwrap_or(0),
+            p50: get("p50_us"),
+            p99: get("p99_us"),
+            p999: get("p999_us"),
+            max: get("max_us"),
         })
     }
 }
@@ -381,73 +477,146 @@ impl Drop for Sink {
     }
 }
 
-/// `floor-sink`: connects, says `ready`, reads everything until every
-/// connection has ended, then prints what it read (one JSON line).
+/// The sink's schedule, from its input.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    base_wall_us: u64,
+    rate: u64,
+    bursts: u64,
+    frame: u64,
+}
+
+fn plan(line: &str) -> anyhow::Result<Plan> {
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("floor-sink: bad schedule {line:?}"))?;
+    let [base_wall_us, rate, bursts, frame] = v[..] else {
+        bail!("floor-sink: bad schedule {line:?} (want 4 numbers)");
+    };
+    if rate == 0 || frame == 0 {
+        bail!("floor-sink: bad schedule {line:?} (rate and frame must be positive)");
+    }
+    Ok(Plan {
+        base_wall_us,
+        rate,
+        bursts,
+        frame,
+    })
+}
+
+/// Records a receive time for each frame that starts in the `n` bytes read
+/// at stream offset `at` (the j-th frame on a connection is burst j's).
+fn time_frames(p: &Plan, at: u64, n: u64, stamp_us: u64, hist: &mut Histogram<u64>) -> u64 {
+    let mut j = at.div_ceil(p.frame);
+    let mut timed = 0;
+    while j * p.frame < at + n && j < p.bursts {
+        let due = p.base_wall_us + due_us(j, p.rate);
+        let _ = hist.record(stamp_us.saturating_sub(due).clamp(1, MAX_US));
+        timed += 1;
+        j += 1;
+    }
+    timed
+}
+
+/// `floor-sink`: connects, says `ready`, reads the schedule from its input,
+/// then reads everything until every connection has ended and prints what it
+/// read (one JSON line).
 pub(super) fn sink(a: &FloorSinkArgs) -> anyhow::Result<ExitCode> {
     use mio::net::TcpStream as MioStream;
     use mio::{Events, Interest, Poll, Token};
 
+    if a.connections == 0 {
+        bail!("floor-sink: --connections must be at least 1");
+    }
     let mut poll = Poll::new()?;
     let mut conns = Vec::with_capacity(a.connections);
     for i in 0..a.connections {
         let s = TcpStream::connect(a.addr).with_context(|| format!("floor-sink: connect {i}"))?;
         s.set_nonblocking(true)?;
+        // Kernel receive times, as the generator's receivers take them.
+        nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::ReceiveTimestampns, &true)?;
         let mut s = MioStream::from_std(s);
         poll.registry()
             .register(&mut s, Token(i), Interest::READABLE)?;
-        conns.push(Some(s));
+        conns.push(Some((s, 0u64)));
     }
     let mut stdout = io::stdout();
     writeln!(stdout, "ready")?;
     stdout.flush()?;
+    let mut line = String::new();
+    io::stdin().read_line(&mut line)?;
+    let p = plan(&line)?;
+    let expected = p.bursts * p.frame * a.connections as u64;
+
     let cpu0 = cpu_us(nix::time::ClockId::CLOCK_PROCESS_CPUTIME_ID);
+    let mut cpu = None;
+    let mut hist = histogram();
     let mut events = Events::with_capacity(1024);
     let mut buf = vec![0u8; 64 * 1024];
-    let (mut bytes, mut reads, mut open) = (0u64, 0u64, a.connections);
+    let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
+    let (mut bytes, mut reads, mut frames, mut open) = (0u64, 0u64, 0u64, a.connections);
     while open > 0 {
-        poll.poll(&mut events, Some(SINK_PATIENCE))?;
+        match poll.poll(&mut events, Some(PATIENCE)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.into()),
+        }
         if events.is_empty() {
             bail!("floor-sink: nothing for 60 s with {open} connections open");
         }
         for ev in &events {
             let i = ev.token().0;
-            let Some(s) = conns.get_mut(i).and_then(Option::as_mut) else {
+            let Some((s, at)) = conns.get_mut(i).and_then(Option::as_mut) else {
                 continue;
             };
-            loop {
-                match s.read(&mut buf) {
-                    Ok(0) => {
-                        let _ = poll.registry().deregister(s);
-                        conns[i] = None;
-                        open -= 1;
-                        break;
-                    }
-                    Ok(n) => {
+            let ended = loop {
+                match read_stamped(s, &mut buf, &mut cmsg) {
+                    Ok((0, _)) => break true,
+                    Ok((n, stamp)) => {
+                        let stamp = stamp.unwrap_or_else(wall_us);
+                        frames += time_frames(&p, *at, n as u64, stamp, &mut hist);
+                        *at += n as u64;
                         bytes += n as u64;
                         reads += 1;
                         // A short read drained the socket, unless the peer's
                         // end came with the data: then read on to see it.
                         if n < buf.len() && !ev.is_read_closed() {
-                            break;
+                            break false;
                         }
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break false,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => {
-                        let _ = poll.registry().deregister(s);
-                        conns[i] = None;
-                        open -= 1;
-                        break;
-                    }
+                    Err(_) => break true,
                 }
+            };
+            if cpu.is_none() && bytes >= expected {
+                // Everything arrived: what follows is closing, not reading.
+                cpu = Some(cpu_us(nix::time::ClockId::CLOCK_PROCESS_CPUTIME_ID) - cpu0);
+            }
+            if ended {
+                let _ = poll.registry().deregister(s);
+                conns[i] = None;
+                open -= 1;
             }
         }
     }
-    let cpu = cpu_us(nix::time::ClockId::CLOCK_PROCESS_CPUTIME_ID) - cpu0;
+    let cpu = cpu.unwrap_or_else(|| cpu_us(nix::time::ClockId::CLOCK_PROCESS_CPUTIME_ID) - cpu0);
+    let q = |v: f64| (!hist.is_empty()).then(|| hist.value_at_quantile(v));
     writeln!(
         stdout,
         "{}",
-        json!({ "bytes": bytes, "reads": reads, "cpu_us": cpu })
+        json!({
+            "bytes": bytes,
+            "reads": reads,
+            "frames": frames,
+            "cpu_us": cpu,
+            "p50_us": q(0.5),
+            "p99_us": q(0.99),
+            "p999_us": q(0.999),
+            "max_us": (!hist.is_empty()).then(|| hist.max()),
+        })
     )?;
     Ok(ExitCode::SUCCESS)
 }
@@ -464,5 +633,28 @@ mod tests {
         assert_eq!(ws_text_frame(126).len(), 130);
         assert_eq!(ws_text_frame(70_000)[..2], [0x81, 127]);
         assert_eq!(ws_text_frame(70_000).len(), 70_010);
+    }
+
+    #[test]
+    fn each_frame_is_timed_once_against_its_burst() {
+        // 10 bursts/s from t = 1,000,000 µs, 100-byte frames, 5 bursts.
+        let p = plan("1000000 10 5 100\n").unwrap();
+        let mut h = histogram();
+        // Frame 0 whole, 500 µs after its due.
+        assert_eq!(time_frames(&p, 0, 100, 1_000_500, &mut h), 1);
+        // Frame 1's first 30 bytes: frame 1 starts here (600 µs).
+        assert_eq!(time_frames(&p, 100, 30, 1_100_600, &mut h), 1);
+        // The rest of frame 1 and frame 2 whole: only frame 2 starts (700 µs).
+        assert_eq!(time_frames(&p, 130, 170, 1_200_700, &mut h), 1);
+        // Frames 3 (100.9 ms late) and 4 (900 µs), then bytes past the last
+        // burst, which are not timed.
+        assert_eq!(time_frames(&p, 300, 250, 1_400_900, &mut h), 2);
+        assert_eq!(h.len(), 5);
+        assert_eq!(h.min(), 500);
+        assert_eq!(h.value_at_quantile(0.5), 700);
+        assert!((100_800..=101_000).contains(&h.max()), "{}", h.max());
+        assert!(plan("1 2 3").is_err());
+        assert!(plan("1 0 3 4").is_err());
+        assert!(plan("a b c d").is_err());
     }
 }

@@ -65,8 +65,11 @@ enum Scenario {
     /// What a fan-out costs this machine's kernel alone: M loopback TCP
     /// connections (the members' ends in a child process that reads them with
     /// one epoll loop), and R times a second one frame written to each, spread
-    /// over all CPUs, with no server, WebSocket or JSON work. Its delivery-time
-    /// p99 is the least any server can reach for a fan-out to M members here.
+    /// over all CPUs, with no server, WebSocket or JSON work. Latency runs from
+    /// a burst's due time to the kernel's receive time at the member's socket,
+    /// as in fanout; its p99 is the least any server that writes each message
+    /// to each member on its own can reach for M members here (unless the
+    /// report says the bursts queued).
     ///
     /// Example: confab bench floor --members 10000 --rate 10 --duration 5
     Floor(FloorArgs),

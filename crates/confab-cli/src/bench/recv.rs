@@ -119,7 +119,7 @@ struct Member {
 
 /// Reads into `buf`; also returns the kernel's receive time of the data
 /// (wall-clock µs), when it gave one.
-fn read_stamped(
+pub(super) fn read_stamped(
     stream: &TcpStream,
     buf: &mut [u8],
     cmsg: &mut [u8],

@@ -336,17 +336,21 @@ fn bench_floor_writes_and_reads_every_frame() {
     let r: Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
     assert_eq!(r["scenario"], "floor");
     assert_eq!(r["target"], "kernel");
-    assert_eq!(r["bursts"], 20);
-    assert_eq!(r["deliveries"], 800, "{r}");
-    assert_eq!(r["lost"], 0, "{r}");
-    // 20 bursts × 40 members of a 204-byte frame, read back by the sink.
+    assert_eq!(r["deliveries"], 800, "20 bursts × 40 members: {r}");
+    // Every byte of the 800 frames of 204 bytes came back through the sink,
+    // and each frame got one receive time.
     assert_eq!(r["frame_bytes"], 204);
+    assert_eq!(r["bytes"], 800 * 204, "{r}");
+    assert_eq!(r["frames_timed"], 800, "{r}");
+    assert_eq!(r["lost"], 0, "{r}");
     assert!(r["reads"].as_u64().unwrap() >= 40, "{r}");
-    for k in ["p50_ms", "p99_ms", "send_cpu_us", "burst_cpu_ms"] {
+    // Received a frame no later than ~a second after its burst was due, on a
+    // loopback with 40 connections (a wrong due time would be off by bursts).
+    let p99 = r["p99_ms"].as_f64().expect("p99");
+    assert!(p99 < 1000.0, "{r}");
+    for k in ["send_cpu_us", "burst_cpu_ms", "written_p99_ms"] {
         assert!(r[k].as_f64().is_some_and(|v| v > 0.0), "{k}: {r}");
     }
-    assert!(r["p99_ms"].as_f64() >= r["p50_ms"].as_f64(), "{r}");
-    assert!(r["queued"].is_boolean(), "{r}");
     assert!(r["duration_s"].as_f64().unwrap() >= 0.9, "{r}");
 
     // Bad input names the flag.
