@@ -169,8 +169,10 @@ struct Group {
     latency: bool,
     /// Deliveries/s offered (fan-out: rate × members; 0: unknown).
     offered: f64,
-    /// p99 of `confab bench floor` at the same members and rate: the kernel
-    /// alone, with no server.
+    /// Members and rate of a fan-out.
+    fanout: Option<(u64, u64)>,
+    /// p99 of `confab bench floor` for as many members: the kernel alone,
+    /// with no server.
     floor_p99: Option<f64>,
     by_target: [Option<Figures>; 2],
 }
@@ -193,6 +195,7 @@ fn groups(rows: &[Value]) -> Vec<Group> {
                     format!("fan-out, {}", bytes(payload)),
                 );
                 g.offered = (members * rate) as f64;
+                g.fanout = Some((members, rate));
                 g.latency = true;
                 if payload <= 64 {
                     g.goal_p99 = match (members, rate) {
@@ -248,18 +251,24 @@ fn groups(rows: &[Value]) -> Vec<Group> {
             }
         }
     }
-    // The kernel's floor goes beside the fan-outs of small bodies it matches.
-    for r in rows {
-        // A floor whose bursts queued is no bound: left out.
-        if r.get("scenario").and_then(Value::as_str) != Some("floor")
-            || r.get("queued").and_then(Value::as_bool) == Some(true)
-        {
+    // The kernel's floor goes beside the fan-outs of small bodies to as many
+    // members: the floor at the fan-out's rate, or else the fastest slower one
+    // (a single burst's p99 bounds every load with such bursts). A floor whose
+    // bursts queued is no bound and is left out.
+    for g in &mut out {
+        let Some((members, rate)) = g.fanout.filter(|_| g.key.ends_with("/64/text")) else {
             continue;
-        }
-        let key = format!("fanout/{}/{}/64/text", u(r, "members"), u(r, "rate"));
-        if let Some(g) = out.iter_mut().find(|g| g.key == key) {
-            g.floor_p99 = f(r, "p99_ms");
-        }
+        };
+        g.floor_p99 = rows
+            .iter()
+            .filter(|r| {
+                r.get("scenario").and_then(Value::as_str) == Some("floor")
+                    && r.get("queued").and_then(Value::as_bool) != Some(true)
+                    && u(r, "members") == members
+                    && u(r, "rate") <= rate
+            })
+            .max_by_key(|r| u(r, "rate"))
+            .and_then(|r| f(r, "p99_ms"));
     }
     out
 }
@@ -363,7 +372,10 @@ fn draw(rows: &[Value], output: &Path, subtitle: Option<&str>) -> anyhow::Result
     }
     let with_floor = lat_groups.iter().any(|g| g.floor_p99.is_some());
     if with_floor {
-        lat_series.push(("kernel alone p99 (bench floor)".to_owned(), FLOOR));
+        lat_series.push((
+            "kernel alone p99, no server (bench floor)".to_owned(),
+            FLOOR,
+        ));
     }
     bars(
         &row2,
@@ -775,8 +787,10 @@ mod tests {
             r#"{"scenario":"sweep","step":2,"target":"confab","members":1000,"rate":200,"p50_ms":2.0,"p99_ms":80.0,"p99_bound_ms":50.0}"#,
             r#"{"scenario":"sweep","summary":true,"target":"confab","members":1000,"p99_bound_ms":50.0,"saturation_deliveries_per_s":99000.0,"saturation_p99_ms":3.0}"#,
             r#"{"scenario":"connect","target":"confab","clients":1000,"server_rss_per_connection_kb":3.5}"#,
-            r#"{"scenario":"floor","target":"kernel","members":1000,"rate":100,"payload":320,"p50_ms":1.0,"p99_ms":2.5,"queued":false}"#,
             r#"{"scenario":"floor","target":"kernel","members":1000,"rate":100,"payload":320,"p50_ms":90.0,"p99_ms":300.0,"queued":true}"#,
+            r#"{"scenario":"floor","target":"kernel","members":1000,"rate":10,"payload":320,"p50_ms":1.0,"p99_ms":2.5,"queued":false}"#,
+            r#"{"scenario":"floor","target":"kernel","members":1000,"rate":1,"payload":320,"p50_ms":1.0,"p99_ms":2.0,"queued":false}"#,
+            r#"{"scenario":"floor","target":"kernel","members":1000,"rate":200,"payload":320,"p50_ms":1.0,"p99_ms":1.0,"queued":false}"#,
         ]
         .iter()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -788,7 +802,7 @@ mod tests {
         assert_eq!(
             g[0].floor_p99,
             Some(2.5),
-            "the floor joins its fan-out, a queued one does not"
+            "the fastest unqueued floor at or below the fan-out's rate"
         );
         let dir = std::env::temp_dir().join(format!("confab-chart-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
