@@ -215,6 +215,11 @@ impl Server {
 /// How long a server that was told to stop waits for requests in flight and
 /// sessions to end.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How long a connection may take to send a request's head (and how long an
+/// HTTP connection may sit idle before its next request): a client that opens
+/// a connection and sends nothing, or a header a byte at a time, does not hold
+/// a task and a socket for ever.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves HTTP/1.1 on `listener` until `shutdown` completes, then stops
 /// accepting and waits (within [`SHUTDOWN_GRACE`]) for requests in flight;
@@ -260,7 +265,10 @@ async fn serve_http(
             hyper::service::service_fn(move |req| tower::ServiceExt::oneshot(router.clone(), req));
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
-            let conn = hyper::server::conn::http1::Builder::new()
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT);
+            let conn = http
                 .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
                 .with_upgrades();
             tokio::pin!(conn);
@@ -280,8 +288,8 @@ async fn serve_http(
     drop(listener);
     let _ = stop_tx.send(true);
     drop(stop_rx);
-    // A connection that never sent a request does not end by itself: it is
-    // left to the runtime's end.
+    // A connection that has not sent a whole request head yet ends by
+    // HEADER_READ_TIMEOUT, maybe after the grace: it is left to that.
     let _ = tokio::time::timeout_at(stopped_at + SHUTDOWN_GRACE, stop_tx.closed()).await;
     stopped_at
 }

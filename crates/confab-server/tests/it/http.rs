@@ -1,6 +1,7 @@
 //! The plain HTTP endpoints: health, readiness, metrics, log upload, origins.
 
 use std::io::Write as _;
+use std::time::Duration;
 
 use crate::harness::*;
 
@@ -154,4 +155,41 @@ async fn a_websocket_handshake_that_is_not_one_is_refused_saying_why() {
             .contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
         "{head}"
     );
+}
+
+/// A connection that sends nothing, or a request head that never ends, is
+/// closed after the header-read timeout (10 s) instead of holding a task and a
+/// socket for ever.
+#[tokio::test]
+async fn a_connection_that_never_finishes_a_request_is_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::start().await;
+    let mut silent = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let mut slow = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    slow.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    for (name, s) in [("silent", &mut silent), ("slow", &mut slow)] {
+        let mut buf = [0u8; 1024];
+        // The server may answer 408 before it closes; then it closes.
+        loop {
+            match tokio::time::timeout(Duration::from_secs(20), s.read(&mut buf)).await {
+                Ok(Ok(0) | Err(_)) => break,
+                Ok(Ok(n)) => {
+                    let text = String::from_utf8_lossy(&buf[..n]);
+                    assert!(text.starts_with("HTTP/1.1 408"), "{name}: {text}");
+                }
+                Err(_) => panic!("{name}: still open after {:?}", started.elapsed()),
+            }
+        }
+    }
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(9),
+        "closed after {waited:?}, before the timeout"
+    );
+    // The server still serves others.
+    let (status, _) = http_request(server.addr, "GET", "/readyz", &[], b"").await;
+    assert_eq!(status, 200);
 }
