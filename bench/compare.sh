@@ -176,12 +176,18 @@ bench() {
     CONFAB_SECRET="$SECRET" "$CONFAB" bench "$scenario" --target "$target" --url "$url" \
         --app-id "$APP_ID" --server-pid "$pid" --recv-threads "$RECV_THREADS" --json "$@" \
         >"$WORK/run.json" || rc=$?
+    record "$rc"
+}
+
+# record RC: appends the run's JSON to $JSONL and shows it. Exit code 1: the run
+# completed but lost or duplicated deliveries (a result, e.g. of overload);
+# anything else non-zero: the run itself failed.
+record() {
+    local rc=$1
     if [[ -s "$WORK/run.json" ]]; then
         cat "$WORK/run.json" >>"$JSONL"
         cat "$WORK/run.json"
     fi
-    # 1: the run completed but lost or duplicated deliveries (a result, e.g. of
-    # overload); anything else: the run itself failed.
     if [[ $rc -eq 1 ]]; then
         echo "   (deliveries lost or duplicated: see the report)" >&2
     elif [[ $rc -ne 0 ]]; then
@@ -199,16 +205,7 @@ floor() {
     echo "confab bench floor --json $*" >>"$COMMANDS"
     local rc=0
     "$CONFAB" bench floor --json "$@" >"$WORK/run.json" || rc=$?
-    if [[ -s "$WORK/run.json" ]]; then
-        cat "$WORK/run.json" >>"$JSONL"
-        cat "$WORK/run.json"
-    fi
-    if [[ $rc -eq 1 ]]; then
-        echo "   (frames lost: see the report)" >&2
-    elif [[ $rc -ne 0 ]]; then
-        echo "   (bench floor exited with $rc)" >&2
-        FAILED=1
-    fi
+    record "$rc"
 }
 
 # both SCENARIO ARGS...: the run against confab, then against Socket.IO.

@@ -27,18 +27,15 @@ use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
 use super::recv::read_stamped;
-use super::stats::{fmt_ms, print_report, quantiles, round3, wall_us};
+use super::stats::{
+    MAX_LATENCY_US, fmt_ms, new_histogram, print_report, quantiles, round3, wall_us,
+};
+use super::ws;
 use super::{FloorArgs, FloorSinkArgs};
 
-/// Longest latency recorded (µs).
-const MAX_US: u64 = 60_000_000;
 /// The sink, a write or the sink's report gives up after this long without
 /// progress.
 const PATIENCE: Duration = Duration::from_secs(60);
-
-fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, MAX_US, 3).expect("valid histogram bounds")
-}
 
 /// CPU time of the calling thread, in µs.
 fn thread_cpu_us() -> u64 {
@@ -123,7 +120,7 @@ pub(super) fn floor(a: &FloorArgs) -> anyhow::Result<ExitCode> {
         })
         .collect::<io::Result<_>>()
         .context("cannot start the sending threads")?;
-    let mut written = histogram();
+    let mut written = new_histogram();
     let (mut send_cpu_us, mut writes, mut max_lag_us) = (0u64, 0u64, 0u64);
     let mut write_error = None;
     for h in handles {
@@ -166,8 +163,7 @@ pub(super) fn floor(a: &FloorArgs) -> anyhow::Result<ExitCode> {
     let lost = expected - read.bytes / frame_len;
     let per_send_us = send_cpu_us as f64 / writes.max(1) as f64;
     let per_read_us = read.cpu_us as f64 / (read.bytes / frame_len).max(1) as f64;
-    let ms = |us: Option<u64>| us.map(|v| round3(v as f64 / 1000.0));
-    let (p50, p99, p999, max) = (ms(read.p50), ms(read.p99), ms(read.p999), ms(read.max));
+    let [p50, p99, p999, max] = read.latency_ms;
     let [w50, w99, _, _] = quantiles(&written);
     let duration_s = window.as_secs_f64();
     let interval_ms = 1000.0 / a.rate as f64;
@@ -255,16 +251,7 @@ pub(super) fn floor(a: &FloorArgs) -> anyhow::Result<ExitCode> {
 /// A server-to-client (unmasked) WebSocket text frame of `payload` bytes.
 fn ws_text_frame(payload: usize) -> Vec<u8> {
     let mut f = Vec::with_capacity(payload + 10);
-    f.push(0x81);
-    if payload < 126 {
-        f.push(payload as u8);
-    } else if payload <= 0xffff {
-        f.push(126);
-        f.extend_from_slice(&(payload as u16).to_be_bytes());
-    } else {
-        f.push(127);
-        f.extend_from_slice(&(payload as u64).to_be_bytes());
-    }
+    ws::header(&mut f, ws::OP_TEXT, payload, 0);
     f.resize(f.len() + payload, b'x');
     f
 }
@@ -303,7 +290,7 @@ fn accept(listener: &TcpListener, n: usize, sink: &mut Sink) -> anyhow::Result<V
 
 /// One sending thread: at each burst, a frame to each of its connections.
 fn send(t: usize, conns: &[TcpStream], frame: &[u8], s: &Schedule) -> io::Result<Sent> {
-    let mut written = histogram();
+    let mut written = new_histogram();
     let (mut cpu_us, mut writes, mut max_lag_us) = (0u64, 0u64, 0u64);
     let mut last_progress = Instant::now();
     let mut result = Ok(());
@@ -343,7 +330,7 @@ fn send(t: usize, conns: &[TcpStream], frame: &[u8], s: &Schedule) -> io::Result
                 break;
             }
             let us = Instant::now().saturating_duration_since(due).as_micros() as u64;
-            let _ = written.record(us.clamp(1, MAX_US));
+            let _ = written.record(us.clamp(1, MAX_LATENCY_US));
             writes += 1;
         }
         cpu_us += thread_cpu_us().saturating_sub(cpu0);
@@ -365,11 +352,8 @@ struct Read {
     frames: u64,
     /// CPU until the last expected byte arrived, µs.
     cpu_us: u64,
-    /// Burst due → frame received, µs.
-    p50: Option<u64>,
-    p99: Option<u64>,
-    p999: Option<u64>,
-    max: Option<u64>,
+    /// Burst due → frame received, ms: p50, p99, p999, max.
+    latency_ms: [Option<f64>; 4],
 }
 
 /// The child process holding the members' ends.
@@ -377,7 +361,7 @@ struct Read {
 struct Sink {
     child: Child,
     stdin: Option<ChildStdin>,
-    lines: Option<mpsc::Receiver<io::Result<String>>>,
+    lines: mpsc::Receiver<io::Result<String>>,
 }
 
 impl Sink {
@@ -410,13 +394,12 @@ impl Sink {
         Ok(Sink {
             child,
             stdin,
-            lines: Some(rx),
+            lines: rx,
         })
     }
 
     fn line(&mut self, what: &str) -> anyhow::Result<String> {
-        let rx = self.lines.as_ref().expect("lines");
-        match rx.recv_timeout(PATIENCE) {
+        match self.lines.recv_timeout(PATIENCE) {
             Ok(Ok(line)) => Ok(line),
             Ok(Err(e)) => bail!("floor: reading the sink's {what}: {e}"),
             Err(mpsc::RecvTimeoutError::Timeout) => {
@@ -460,10 +443,8 @@ impl Sink {
             reads: get("reads").unwrap_or(0),
             frames: get("frames").unwrap_or(0),
             cpu_us: get("cpu_us").unwrap_or(0),
-            p50: get("p50_us"),
-            p99: get("p99_us"),
-            p999: get("p999_us"),
-            max: get("max_us"),
+            latency_ms: ["p50_ms", "p99_ms", "p999_ms", "max_ms"]
+                .map(|k| v.get(k).and_then(Value::as_f64)),
         })
     }
 }
@@ -513,7 +494,7 @@ fn time_frames(p: &Plan, at: u64, n: u64, stamp_us: u64, hist: &mut Histogram<u6
     let mut timed = 0;
     while j * p.frame < at + n && j < p.bursts {
         let due = p.base_wall_us + due_us(j, p.rate);
-        let _ = hist.record(stamp_us.saturating_sub(due).clamp(1, MAX_US));
+        let _ = hist.record(stamp_us.saturating_sub(due).clamp(1, MAX_LATENCY_US));
         timed += 1;
         j += 1;
     }
@@ -552,7 +533,7 @@ pub(super) fn sink(a: &FloorSinkArgs) -> anyhow::Result<ExitCode> {
 
     let cpu0 = cpu_us(nix::time::ClockId::CLOCK_PROCESS_CPUTIME_ID);
     let mut cpu = None;
-    let mut hist = histogram();
+    let mut hist = new_histogram();
     let mut events = Events::with_capacity(1024);
     let mut buf = vec![0u8; 64 * 1024];
     let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
@@ -603,7 +584,7 @@ pub(super) fn sink(a: &FloorSinkArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let cpu = cpu.unwrap_or_else(|| cpu_us(nix::time::ClockId::CLOCK_PROCESS_CPUTIME_ID) - cpu0);
-    let q = |v: f64| (!hist.is_empty()).then(|| hist.value_at_quantile(v));
+    let [p50, p99, p999, max] = quantiles(&hist);
     writeln!(
         stdout,
         "{}",
@@ -612,10 +593,10 @@ pub(super) fn sink(a: &FloorSinkArgs) -> anyhow::Result<ExitCode> {
             "reads": reads,
             "frames": frames,
             "cpu_us": cpu,
-            "p50_us": q(0.5),
-            "p99_us": q(0.99),
-            "p999_us": q(0.999),
-            "max_us": (!hist.is_empty()).then(|| hist.max()),
+            "p50_ms": p50,
+            "p99_ms": p99,
+            "p999_ms": p999,
+            "max_ms": max,
         })
     )?;
     Ok(ExitCode::SUCCESS)
@@ -639,7 +620,7 @@ mod tests {
     fn each_frame_is_timed_once_against_its_burst() {
         // 10 bursts/s from t = 1,000,000 µs, 100-byte frames, 5 bursts.
         let p = plan("1000000 10 5 100\n").unwrap();
-        let mut h = histogram();
+        let mut h = new_histogram();
         // Frame 0 whole, 500 µs after its due.
         assert_eq!(time_frames(&p, 0, 100, 1_000_500, &mut h), 1);
         // Frame 1's first 30 bytes: frame 1 starts here (600 µs).

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 /// Shards of [`Stats`] (receivers record into shard `i % SHARDS`).
 const SHARDS: usize = 32;
 /// Largest latency the histograms hold (10 minutes, in µs); larger values saturate.
-const MAX_LATENCY_US: u64 = 600_000_000;
+pub(super) const MAX_LATENCY_US: u64 = 600_000_000;
 /// The drain after sending ends when nothing arrived for this long.
 const DRAIN_IDLE: Duration = Duration::from_secs(2);
 
@@ -98,7 +98,7 @@ impl Stats {
 }
 
 /// A microsecond histogram with 3 significant digits, 1 µs to 10 minutes.
-fn new_histogram() -> Histogram<u64> {
+pub(super) fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid histogram bounds")
 }
 

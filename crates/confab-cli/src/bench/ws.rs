@@ -345,20 +345,26 @@ impl Reader {
     }
 }
 
-/// Appends a masked client frame to `out`.
-pub(super) fn encode(out: &mut Vec<u8>, seed: &mut u32, op: u8, data: &[u8]) {
+/// Appends a final frame's header with opcode `op` and a payload of `len`
+/// bytes; `mask` is 0x80 for a client's (masked) frame, 0 for a server's.
+pub(super) fn header(out: &mut Vec<u8>, op: u8, len: usize, mask: u8) {
     out.push(0x80 | op);
-    match data.len() {
-        n @ 0..=125 => out.push(0x80 | n as u8),
+    match len {
+        n @ 0..=125 => out.push(mask | n as u8),
         n @ 126..=0xffff => {
-            out.push(0x80 | 126);
+            out.push(mask | 126);
             out.extend_from_slice(&(n as u16).to_be_bytes());
         }
         n => {
-            out.push(0x80 | 127);
+            out.push(mask | 127);
             out.extend_from_slice(&(n as u64).to_be_bytes());
         }
     }
+}
+
+/// Appends a masked client frame to `out`.
+pub(super) fn encode(out: &mut Vec<u8>, seed: &mut u32, op: u8, data: &[u8]) {
+    header(out, op, data.len(), 0x80);
     let key = xorshift(seed).to_le_bytes();
     out.extend_from_slice(&key);
     let at = out.len();
