@@ -11,8 +11,8 @@ use confab_proto::frame::{
 };
 
 use crate::hub::{Envelope, Hub, MergeSettings, RoomClass, SessionLink, room_topic};
-use crate::outbox::Out;
-use crate::queue;
+use confab_conn::outbox::Out;
+use confab_conn::queue;
 
 const APP: u32 = 1;
 const ROOM: &str = "lobby";

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -19,8 +19,8 @@ use serde_json::json;
 
 use crate::logs;
 use crate::session;
-use crate::state::{Metrics, Shared};
-use crate::ws;
+use crate::state::{ConnectionGuard, Shared};
+use confab_conn::ws;
 
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
@@ -80,49 +80,17 @@ fn origin_allowed(origin: &str, host: Option<&str>, allowed: &[String]) -> bool 
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-/// Whether a header's comma-separated values include `token` (any case).
-fn header_has(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
-    headers.get_all(name).iter().any(|v| {
-        v.as_bytes()
-            .split(|b| *b == b',')
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-    })
-}
-
-/// The `Sec-WebSocket-Key` of a valid WebSocket opening handshake (RFC 6455
-/// 4.2.1), or the answer that says what is wrong with the request.
-fn handshake_key(req: &Request) -> Result<&HeaderValue, (StatusCode, &'static str)> {
-    let headers = req.headers();
-    let bad = |problem: &'static str| (StatusCode::BAD_REQUEST, problem);
-    if req.method() != Method::GET {
-        return Err(bad("a WebSocket handshake must be a GET request\n"));
-    }
-    if !header_has(headers, header::CONNECTION, "upgrade") {
-        return Err(bad("the Connection header must include \"upgrade\"\n"));
-    }
-    if !header_has(headers, header::UPGRADE, "websocket") {
-        return Err(bad("the Upgrade header must be \"websocket\"\n"));
-    }
-    // A body would be read as WebSocket frames after the upgrade.
-    let has_body = headers.contains_key(header::TRANSFER_ENCODING)
-        || headers
-            .get(header::CONTENT_LENGTH)
-            .is_some_and(|v| v.as_bytes() != b"0");
-    if has_body {
-        return Err(bad("a WebSocket handshake has no body\n"));
-    }
-    if headers
-        .get(header::SEC_WEBSOCKET_VERSION)
-        .is_none_or(|v| v.as_bytes() != b"13")
-    {
-        return Err((
-            StatusCode::UPGRADE_REQUIRED,
-            "the Sec-WebSocket-Version header must be 13\n",
-        ));
-    }
-    headers
-        .get(header::SEC_WEBSOCKET_KEY)
-        .ok_or_else(|| bad("the Sec-WebSocket-Key header is missing\n"))
+/// The largest WebSocket message a connection may send: the largest frame
+/// limit of any app (the app is known only at login).
+pub(crate) fn max_message(shared: &Shared) -> usize {
+    let limits = &shared.config.limits;
+    shared
+        .apps
+        .values()
+        .map(|a| a.limits.max_frame_bytes)
+        .chain([limits.max_frame_bytes])
+        .max()
+        .unwrap_or(limits.max_frame_bytes)
 }
 
 /// The WebSocket endpoint: checks the origin and the handshake, answers `101
@@ -140,8 +108,8 @@ async fn ws(State(shared): State<Arc<Shared>>, mut req: Request) -> Response {
                 .into_response();
         }
     }
-    let accept = match handshake_key(&req) {
-        Ok(key) => ws::derive_accept_key(key.as_bytes()),
+    let accept = match ws::accept_key(&req) {
+        Ok(accept) => accept,
         // RFC 6455 4.4: a wrong version is told the one the server speaks.
         Err((status, problem)) => {
             return (status, [(header::SEC_WEBSOCKET_VERSION, "13")], problem).into_response();
@@ -154,39 +122,28 @@ async fn ws(State(shared): State<Arc<Shared>>, mut req: Request) -> Response {
         )
             .into_response();
     };
-    let limits = &shared.config.limits;
-    let current = shared.metrics.connections.fetch_add(1, Ordering::Relaxed);
-    if current >= limits.max_connections {
-        shared.metrics.connections.fetch_sub(1, Ordering::Relaxed);
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("server full: {} connections\n", limits.max_connections),
-        )
-            .into_response();
-    }
-    Metrics::inc(&shared.metrics.connections_total);
-    let max = shared
-        .apps
-        .values()
-        .map(|a| a.limits.max_frame_bytes)
-        .chain([limits.max_frame_bytes])
-        .max()
-        .unwrap_or(limits.max_frame_bytes);
+    let guard = match ConnectionGuard::open(&shared) {
+        Ok(guard) => guard,
+        Err(max) => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("server full: {max} connections\n"),
+            )
+                .into_response();
+        }
+    };
+    let max = max_message(&shared);
     // A combinator, not an async block: the task (one per connection, for its
     // life) is then the session's future and little more; an async block
     // would keep the upgrade's result and its own captures beside it.
     tokio::spawn(on_upgrade.then(move |upgraded| match upgraded {
-        Ok(upgraded) => match ws::split(upgraded, max) {
-            Ok((reader, writer)) => Either::Left(session::run(shared, reader, writer)),
-            Err(_) => {
-                tracing::error!("an upgraded connection was not a TCP stream");
-                shared.metrics.connections.fetch_sub(1, Ordering::Relaxed);
-                Either::Right(std::future::ready(()))
-            }
-        },
+        Ok(upgraded) => {
+            let (reader, writer) = ws::split_upgraded(upgraded, max);
+            Either::Left(session::run(guard, reader, writer))
+        }
         Err(e) => {
             tracing::debug!(error = %e, "WebSocket upgrade failed");
-            shared.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+            drop(guard);
             Either::Right(std::future::ready(()))
         }
     }));

@@ -10,16 +10,31 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::ws::Utf8Bytes;
 use bytes::{BufMut, Bytes, BytesMut};
 use confab_broker::Handler;
+use confab_conn::ws::Utf8Bytes;
 use confab_proto::frame::{DisconnectReason, Priority, RoomPushMerger};
 use tokio::time::Instant;
 
-use crate::outbox::{Class, Out, Outbox};
-use crate::queue;
+use confab_conn::outbox::{Class, Out, Outbox};
+use confab_conn::queue;
 
 /// The topic of one user of one app. Every session of the user listens to it.
+/// How full (percent) a member's outbound queue may be before a Barrage push
+/// to it is shed: first, so a struggling receiver loses decoration before it
+/// loses the connection.
+const BARRAGE_SHED_AT: u8 = 25;
+
+/// How an unstored push of `priority` is queued: Low is shed from half full,
+/// Medium from three quarters, High never (the client is slow instead).
+pub(crate) fn live_class(priority: Priority) -> Class {
+    match priority {
+        Priority::Low => Class::ShedAt(50),
+        Priority::Medium => Class::ShedAt(75),
+        Priority::High => Class::Keep,
+    }
+}
+
 pub(crate) fn user_topic(app_id: u32, user_id: &str) -> String {
     format!("u:{app_id}:{user_id}")
 }
@@ -59,9 +74,9 @@ impl RoomClass {
 
     pub(crate) fn outbox_class(self) -> Class {
         match self {
-            RoomClass::Stored => Class::Stored,
-            RoomClass::Live(p) => Class::Live(p),
-            RoomClass::Barrage => Class::Barrage,
+            RoomClass::Stored => Class::Keep,
+            RoomClass::Live(p) => live_class(p),
+            RoomClass::Barrage => Class::ShedAt(BARRAGE_SHED_AT),
         }
     }
 }

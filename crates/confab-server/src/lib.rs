@@ -14,18 +14,14 @@ pub mod config;
 mod http;
 mod hub;
 mod logs;
-mod outbox;
-mod queue;
 mod rooms;
 mod session;
 mod state;
 mod validate;
 mod web;
-mod ws;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -159,6 +155,15 @@ impl Server {
         self.dev_app.as_ref()
     }
 
+    /// A handle that serves WebSocket connections accepted elsewhere (behind
+    /// another listener, or a test's in-memory pipe) on this server.
+    #[must_use]
+    pub fn connector(&self) -> Connector {
+        Connector {
+            shared: self.shared.clone(),
+        }
+    }
+
     /// The AppIDs served, ascending.
     #[must_use]
     pub fn app_ids(&self) -> Vec<u32> {
@@ -191,22 +196,22 @@ impl Server {
         let room_tasks = rooms::spawn_room_tasks(shared.clone());
         let app = http::router(shared.clone()).merge(web::router(dev_tokens));
         let tx = shutdown_tx.clone();
-        let stopped_at = serve_http(listener, app, async move {
-            shutdown.await;
-            let _ = tx.send(true);
-        })
+        let stopped_at = confab_conn::serve(
+            listener,
+            app,
+            async move {
+                shutdown.await;
+                let _ = tx.send(true);
+            },
+            SHUTDOWN_GRACE,
+        )
         .await;
         let _ = shutdown_tx.send(true);
         retention.abort();
         room_tasks.abort();
         // Sessions saw the signal; give them time to say goodbye (five seconds
         // from the signal, requests in flight included).
-        let deadline = stopped_at + SHUTDOWN_GRACE;
-        while shared.metrics.connections.load(Ordering::Relaxed) > 0
-            && tokio::time::Instant::now() < deadline
-        {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let _ = tokio::time::timeout_at(stopped_at + SHUTDOWN_GRACE, shared.all_closed()).await;
         tracing::info!("server stopped");
         Ok(())
     }
@@ -215,83 +220,46 @@ impl Server {
 /// How long a server that was told to stop waits for requests in flight and
 /// sessions to end.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-/// How long a connection may take to send a request's head (and how long an
-/// HTTP connection may sit idle before its next request): a client that opens
-/// a connection and sends nothing, or a header a byte at a time, does not hold
-/// a task and a socket for ever.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves HTTP/1.1 on `listener` until `shutdown` completes, then stops
-/// accepting and waits (within [`SHUTDOWN_GRACE`]) for requests in flight;
-/// returns when it stopped accepting.
-///
-/// What `axum::serve` does, but with the socket itself under each connection:
-/// a WebSocket upgrade then gets the `TcpStream`, split in two halves without a
-/// lock (`ws::split`); under `axum::serve` it is wrapped in a type that cannot
-/// be named, so it could only be split behind a lock.
-async fn serve_http(
-    listener: TcpListener,
-    app: axum::Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> tokio::time::Instant {
-    // Each connection's task holds a receiver: at the end, the sender learns
-    // when every one is gone.
-    let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::pin!(shutdown);
-    loop {
-        let tcp = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => tcp,
-                Err(e) => {
-                    // As axum::serve: a connection that failed before it was
-                    // accepted is skipped; anything else (out of file
-                    // descriptors) pauses accepting for a second.
-                    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
-                    if !matches!(e.kind(), ConnectionAborted | ConnectionRefused | ConnectionReset) {
-                        tracing::warn!(error = %e, "accepting a connection failed");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                    }
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        // Pushes are small and latency-bound: send each at once instead of
-        // holding it for the previous segment's ACK (Nagle), which loopback
-        // hides but a real network does not.
-        let _ = tcp.set_nodelay(true);
-        let router = app.clone();
-        let service =
-            hyper::service::service_fn(move |req| tower::ServiceExt::oneshot(router.clone(), req));
-        let mut stop = stop_rx.clone();
-        tokio::spawn(async move {
-            let mut http = hyper::server::conn::http1::Builder::new();
-            http.timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT);
-            let conn = http
-                .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
-                .with_upgrades();
-            tokio::pin!(conn);
-            tokio::select! {
-                result = conn.as_mut() => {
-                    if let Err(e) = result {
-                        tracing::debug!(error = %e, "HTTP connection ended with an error");
-                    }
-                    return;
-                }
-                _ = stop.wait_for(|stopping| *stopping) => conn.as_mut().graceful_shutdown(),
-            }
-            let _ = conn.await;
-        });
+/// Serves WebSocket connections that were accepted elsewhere (see
+/// [`Server::connector`]). Cheap to clone.
+#[derive(Clone)]
+pub struct Connector {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Connector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connector").finish_non_exhaustive()
     }
-    let stopped_at = tokio::time::Instant::now();
-    drop(listener);
-    let _ = stop_tx.send(true);
-    drop(stop_rx);
-    // A connection that has not sent a whole request head yet ends by
-    // HEADER_READ_TIMEOUT, maybe after the grace: it is left to that.
-    let _ = tokio::time::timeout_at(stopped_at + SHUTDOWN_GRACE, stop_tx.closed()).await;
-    stopped_at
+}
+
+/// The server already holds `max_connections` connections.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("server full: {max} connections")]
+pub struct ServerFull {
+    /// The limit reached.
+    pub max: usize,
+}
+
+impl Connector {
+    /// Runs a session on `io`, a WebSocket whose opening handshake is already
+    /// done (or never needed: one end of a `tokio::io::duplex`), as `/ws` does
+    /// after its upgrade: the session counts against `max_connections`, sees
+    /// the server's shutdown, and is waited for by [`Server::run`]. Spawns the
+    /// session's task and returns at once.
+    ///
+    /// # Errors
+    /// [`ServerFull`] when the server holds `max_connections` already.
+    pub fn serve_websocket<T>(&self, io: T) -> Result<(), ServerFull>
+    where
+        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+    {
+        let guard = state::ConnectionGuard::open(&self.shared).map_err(|max| ServerFull { max })?;
+        let (reader, writer) = confab_conn::ws::split_io(io, http::max_message(&self.shared));
+        tokio::spawn(session::run(guard, reader, writer));
+        Ok(())
+    }
 }
 
 /// Serves `config` on `listener` until `shutdown` completes.

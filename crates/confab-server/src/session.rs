@@ -15,7 +15,6 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -36,11 +35,11 @@ pub(crate) use rooms::publish_attribute_deletes;
 use std::collections::BTreeSet;
 
 use crate::hub::{Envelope, Event, SessionLink, user_topic};
-use crate::outbox::{self, Class, Outbox, Slow};
-use crate::queue;
-use crate::state::{App, Metrics, Shared};
+use crate::state::{App, ConnectionGuard, Metrics};
 use crate::validate;
-use crate::ws::{self, Incoming, ReadError, SocketReader, Utf8Bytes};
+use confab_conn::outbox::{self, Class, Outbox, Slow};
+use confab_conn::queue;
+use confab_conn::ws::{self, Incoming, ReadError, SocketReader, Utf8Bytes};
 
 /// Messages fetched from the store per page during catch-up.
 const CATCH_UP_PAGE: usize = 256;
@@ -71,7 +70,7 @@ struct LoggedIn {
 /// future (which every idle connection keeps) holds the halves only, not the
 /// socket it was given as well.
 pub(crate) fn run(
-    shared: Arc<Shared>,
+    shared: ConnectionGuard,
     mut stream: SocketReader,
     sink: ws::SocketWriter,
 ) -> impl Future<Output = ()> + Send {
@@ -125,7 +124,8 @@ pub(crate) fn run(
 
 struct Session {
     id: u64,
-    shared: Arc<Shared>,
+    /// The shared state, through this connection's place in the count.
+    shared: ConnectionGuard,
     outbox: Outbox,
     login: Option<LoggedIn>,
     /// Publications and kills from the hub (see [`Event`]).
@@ -388,7 +388,7 @@ impl Session {
                     if logged_in && !warned && now >= warn_at {
                         let left = self.login.as_ref().map_or(0, |l| l.token_expire - self.shared.clock.now_secs());
                         let push = Push::TokenWillExpire(TokenWillExpire { second: u64::try_from(left).unwrap_or(0) });
-                        if self.push(&push, Class::Reply).is_err() {
+                        if self.push(&push, Class::Keep).is_err() {
                             return slow();
                         }
                         if let Some(l) = self.login.as_mut() {
@@ -411,7 +411,7 @@ impl Session {
     fn reply(&self, reply: &Reply) -> Ending {
         match self
             .outbox
-            .push(Utf8Bytes::from(reply.encode()), Class::Reply)
+            .push(Utf8Bytes::from(reply.encode()), Class::Keep)
         {
             Ok(_) => None,
             Err(Slow) => slow(),
@@ -609,7 +609,7 @@ impl Session {
                 &Push::SyncComplete(SyncComplete {
                     inbox_seq: delivered,
                 }),
-                Class::Reply,
+                Class::Keep,
             )
             .is_err()
         {
@@ -724,7 +724,7 @@ impl Session {
             // Room frames go straight to the outbox from the hub.
             Envelope::Kick { .. } | Envelope::Room { .. } => None,
             Envelope::Live { priority, frame } => {
-                let class = Class::Live(priority);
+                let class = crate::hub::live_class(priority);
                 match utf8(frame) {
                     Some(text) => match self.outbox.push(text, class) {
                         Ok(_) => None,
@@ -740,7 +740,7 @@ impl Session {
                 }
                 if inbox_seq == delivered + 1 {
                     let text = utf8(frame)?;
-                    if self.outbox.push(text, Class::Stored).is_err() {
+                    if self.outbox.push(text, Class::Keep).is_err() {
                         return slow();
                     }
                     if let Some(l) = self.login.as_mut() {
@@ -1081,14 +1081,10 @@ impl Session {
                 // Its queue is full and not draining: skip it and close now.
                 self.outbox.abort(reason.close_code(), message);
             } else {
-                let _ = self.push(&push, Class::Reply);
+                let _ = self.push(&push, Class::Keep);
                 self.outbox.close(reason.close_code(), message).await;
             }
         }
-        self.shared
-            .metrics
-            .connections
-            .fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -10,7 +10,7 @@ use confab_broker::Broker;
 use confab_store::Store;
 use confab_token::Secret;
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use crate::clock::Clock;
 use crate::config::{Config, Limits, ResolvedApp};
@@ -155,6 +155,8 @@ pub(crate) struct Shared {
     pub(crate) metrics: Metrics,
     /// Becomes `true` when the server starts shutting down.
     pub(crate) shutdown: watch::Receiver<bool>,
+    /// Told when the last open connection closed (see [`ConnectionGuard`]).
+    all_closed: Notify,
     next_session_id: AtomicU64,
     next_live_id: AtomicU64,
 }
@@ -191,8 +193,22 @@ impl Shared {
             clock,
             metrics: Metrics::default(),
             shutdown,
+            all_closed: Notify::new(),
             next_session_id: AtomicU64::new(rand::random::<u32>().into()),
             next_live_id: AtomicU64::new(0),
+        }
+    }
+
+    /// Returns once no connection is open.
+    pub(crate) async fn all_closed(&self) {
+        loop {
+            let closed = self.all_closed.notified();
+            tokio::pin!(closed);
+            closed.as_mut().enable();
+            if self.metrics.connections.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            closed.await;
         }
     }
 
@@ -210,5 +226,50 @@ impl Shared {
         let ms = u64::try_from(self.clock.now_ms() - 1_735_689_600_000).unwrap_or(0);
         let n = self.next_live_id.fetch_add(1, Ordering::Relaxed) & 0xff;
         BASE + ((ms << 8 | n) & (BASE - 1))
+    }
+}
+
+/// One open connection, counted in `confab_connections` for as long as the
+/// guard lives: however its session ends (a panic included), dropping the
+/// guard gives the place back, and the last one tells [`Shared::all_closed`].
+/// It also holds the session's way to the shared state.
+#[derive(Debug)]
+pub(crate) struct ConnectionGuard(Arc<Shared>);
+
+impl ConnectionGuard {
+    /// Counts a new connection, unless `max_connections` are open: then
+    /// `Err(max_connections)`.
+    pub(crate) fn open(shared: &Arc<Shared>) -> Result<ConnectionGuard, usize> {
+        let max = shared.config.limits.max_connections;
+        let counter = &shared.metrics.connections;
+        let mut open = counter.load(Ordering::Relaxed);
+        loop {
+            if open >= max {
+                return Err(max);
+            }
+            match counter.compare_exchange_weak(open, open + 1, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => break,
+                Err(now) => open = now,
+            }
+        }
+        Metrics::inc(&shared.metrics.connections_total);
+        Ok(ConnectionGuard(shared.clone()))
+    }
+}
+
+impl std::ops::Deref for ConnectionGuard {
+    type Target = Arc<Shared>;
+
+    fn deref(&self) -> &Arc<Shared> {
+        &self.0
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        if self.0.metrics.connections.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.all_closed.notify_waiters();
+        }
     }
 }

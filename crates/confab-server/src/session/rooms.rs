@@ -21,10 +21,10 @@ use confab_store::{
 
 use super::{AppendFuture, Done, Ending, Session, slow};
 use crate::hub::{Envelope, RoomClass, room_topic};
-use crate::outbox::Class;
 use crate::rooms::Ticket;
 use crate::state::{Metrics, Shared};
 use crate::validate;
+use confab_conn::outbox::Class;
 
 /// Longest room destroy delay: 3 hours (SPEC §4).
 const MAX_DESTROY_DELAY_SECS: u32 = 3 * 3600;
@@ -303,7 +303,7 @@ impl Session {
                 event: 0,
                 room_seq: room.seq_head,
             });
-            if self.push(&push, Class::Reply).is_err() {
+            if self.push(&push, Class::Keep).is_err() {
                 return slow();
             }
         }

@@ -24,20 +24,20 @@ use std::task::{Poll, Waker};
 
 /// The receiver is gone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Closed;
+pub struct Closed;
 
 /// Why a push failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum PushError {
+pub enum PushError {
     Full,
     Closed,
 }
 
 /// A push that did not happen: why, and the item back.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) struct Rejected<T> {
-    pub(crate) error: PushError,
-    pub(crate) item: T,
+pub struct Rejected<T> {
+    pub error: PushError,
+    pub item: T,
 }
 
 #[derive(Debug)]
@@ -66,18 +66,18 @@ impl<T> Inner<T> {
 
 /// The producing side. Cheap to clone.
 #[derive(Debug)]
-pub(crate) struct Sender<T> {
+pub struct Sender<T> {
     inner: Arc<Inner<T>>,
 }
 
 /// The consuming side.
 #[derive(Debug)]
-pub(crate) struct Receiver<T> {
+pub struct Receiver<T> {
     inner: Arc<Inner<T>>,
 }
 
 /// A queue of at most `bound` items (at least 1).
-pub(crate) fn bounded<T>(bound: usize) -> (Sender<T>, Receiver<T>) {
+pub fn bounded<T>(bound: usize) -> (Sender<T>, Receiver<T>) {
     let inner = Arc::new(Inner {
         state: Mutex::new(State {
             items: VecDeque::new(),
@@ -123,7 +123,7 @@ fn wake(waker: Option<Waker>) {
 impl<T> Sender<T> {
     /// Queues `item` at the back unless `bound` items are queued or the receiver
     /// is gone; a refused item comes back in [`Rejected`].
-    pub(crate) fn try_push(&self, item: T) -> Result<(), Rejected<T>> {
+    pub fn try_push(&self, item: T) -> Result<(), Rejected<T>> {
         let waker = {
             let mut state = self.inner.lock();
             if !state.receiver_alive {
@@ -146,7 +146,7 @@ impl<T> Sender<T> {
     }
 
     /// Queues `item` at the front, whatever the bound.
-    pub(crate) fn push_urgent(&self, item: T) -> Result<(), Closed> {
+    pub fn push_urgent(&self, item: T) -> Result<(), Closed> {
         let waker = {
             let mut state = self.inner.lock();
             if !state.receiver_alive {
@@ -160,8 +160,13 @@ impl<T> Sender<T> {
     }
 
     /// Items queued now.
-    pub(crate) fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.inner.lock().items.len()
+    }
+
+    /// Whether nothing is queued now.
+    pub fn is_empty(&self) -> bool {
+        self.inner.lock().items.is_empty()
     }
 }
 
@@ -180,7 +185,7 @@ impl<T> Drop for Receiver<T> {
 impl<T> Receiver<T> {
     /// The next item, waiting for one; `None` when every sender is gone and
     /// nothing is queued.
-    pub(crate) async fn recv(&mut self) -> Option<T> {
+    pub async fn recv(&mut self) -> Option<T> {
         poll_fn(|cx| {
             let mut state = self.inner.lock();
             if let Some(item) = state.items.pop_front() {
@@ -202,28 +207,28 @@ impl<T> Receiver<T> {
     /// Forgets the waker of a wait that was given up. A waker holds its task's
     /// memory: a writer that parks (its task ends) would otherwise keep its
     /// dead task's memory, about 0.9 KB, until the next item came.
-    pub(crate) fn forget_waker(&mut self) {
+    pub fn forget_waker(&mut self) {
         self.inner.lock().waker = None;
     }
 
     /// Whether nothing is queued.
-    pub(crate) fn is_empty(&self) -> bool {
+    pub fn is_empty(&self) -> bool {
         self.inner.lock().items.is_empty()
     }
 
     /// Whether any sender is left (without one, nothing more can be queued).
-    pub(crate) fn has_senders(&self) -> bool {
+    pub fn has_senders(&self) -> bool {
         self.inner.senders.load(Ordering::Acquire) > 0
     }
 
     /// The next item if one is queued.
-    pub(crate) fn try_recv(&mut self) -> Option<T> {
+    pub fn try_recv(&mut self) -> Option<T> {
         self.inner.lock().items.pop_front()
     }
 
     /// Gives the queue's memory back if nothing is queued and it holds room for
     /// more than `keep` items.
-    pub(crate) fn shrink_if_empty(&mut self, keep: usize) {
+    pub fn shrink_if_empty(&mut self, keep: usize) {
         let mut state = self.inner.lock();
         if state.items.is_empty() && state.items.capacity() > keep {
             state.items = VecDeque::new();

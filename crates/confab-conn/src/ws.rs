@@ -26,31 +26,112 @@ use tokio_tungstenite::tungstenite;
 use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 
-pub(crate) use tokio_tungstenite::tungstenite::Utf8Bytes;
-pub(crate) use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use axum::http;
+pub use tokio_tungstenite::tungstenite::Utf8Bytes;
+pub use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
-/// The read half of a connection's socket.
-pub(crate) type SocketReader = Reader<tokio::net::tcp::OwnedReadHalf>;
-/// The write half of a connection's socket (dropping it ends the socket's
-/// write side).
-pub(crate) type SocketWriter = Writer<tokio::net::tcp::OwnedWriteHalf>;
+/// The read half of a connection, whatever carries it.
+pub type BoxRead = Pin<Box<dyn AsyncRead + Send>>;
+/// The write half of a connection, whatever carries it (dropping it ends the
+/// connection's write side).
+pub type BoxWrite = Pin<Box<dyn AsyncWrite + Send>>;
+/// The reading end of a server-side WebSocket.
+pub type SocketReader = Reader<BoxRead>;
+/// The writing end of a server-side WebSocket.
+pub type SocketWriter = Writer<BoxWrite>;
 
-/// Splits an upgraded connection into its WebSocket halves, reading messages
-/// of at most `max_message` bytes: the socket itself, in two halves that read
-/// and write without a lock, and the bytes the HTTP layer read past the
-/// handshake first. `Err` gives back a connection not made by the server's own
-/// accept loop (not a `TcpStream`).
-pub(crate) fn split(
+/// Splits an upgraded HTTP connection into its WebSocket halves, reading
+/// messages of at most `max_message` bytes, the bytes the HTTP layer read past
+/// the handshake first. A `TcpStream` accepted by [`crate::serve`] is split in
+/// two halves that read and write without a lock; any other connection (TLS
+/// in front, a test's pipe) is split with `tokio::io::split`.
+#[must_use]
+pub fn split_upgraded(
     upgraded: hyper::upgrade::Upgraded,
     max_message: usize,
-) -> Result<(SocketReader, SocketWriter), hyper::upgrade::Upgraded> {
-    let parts = upgraded.downcast::<hyper_util::rt::TokioIo<tokio::net::TcpStream>>()?;
-    let (read, write) = parts.io.into_inner().into_split();
+) -> (SocketReader, SocketWriter) {
+    let (read, write, read_ahead): (BoxRead, BoxWrite, _) =
+        match upgraded.downcast::<hyper_util::rt::TokioIo<tokio::net::TcpStream>>() {
+            Ok(parts) => {
+                let (read, write) = parts.io.into_inner().into_split();
+                (Box::pin(read), Box::pin(write), parts.read_buf)
+            }
+            Err(upgraded) => {
+                let (read, write) = tokio::io::split(hyper_util::rt::TokioIo::new(upgraded));
+                (Box::pin(read), Box::pin(write), Bytes::new())
+            }
+        };
     let mut reader = Reader::new(read, max_message);
-    if !parts.read_buf.is_empty() {
-        reader.buf = parts.read_buf.to_vec();
+    if !read_ahead.is_empty() {
+        reader.buf = read_ahead.to_vec();
     }
-    Ok((reader, Writer::new(write)))
+    (reader, Writer::new(write))
+}
+
+/// The WebSocket halves of a connection whose opening handshake is already
+/// done (or never needed: a test's `tokio::io::duplex`), reading messages of at
+/// most `max_message` bytes.
+#[must_use]
+pub fn split_io<T>(io: T, max_message: usize) -> (SocketReader, SocketWriter)
+where
+    T: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (read, write) = tokio::io::split(io);
+    (
+        Reader::new(Box::pin(read) as BoxRead, max_message),
+        Writer::new(Box::pin(write) as BoxWrite),
+    )
+}
+
+/// Whether a header's comma-separated values include `token` (any case).
+fn header_has(headers: &http::HeaderMap, name: http::header::HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|v| {
+        v.as_bytes()
+            .split(|b| *b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    })
+}
+
+/// The `Sec-WebSocket-Accept` value for a valid WebSocket opening handshake
+/// (RFC 6455 4.2.1), or the status and text that say what is wrong with the
+/// request (for a wrong version, answer with `Sec-WebSocket-Version: 13`).
+///
+/// # Errors
+/// The first rule of the handshake the request breaks.
+pub fn accept_key<B>(req: &http::Request<B>) -> Result<String, (http::StatusCode, &'static str)> {
+    use http::{Method, StatusCode, header};
+    let headers = req.headers();
+    let bad = |problem: &'static str| (StatusCode::BAD_REQUEST, problem);
+    if req.method() != Method::GET {
+        return Err(bad("a WebSocket handshake must be a GET request\n"));
+    }
+    if !header_has(headers, header::CONNECTION, "upgrade") {
+        return Err(bad("the Connection header must include \"upgrade\"\n"));
+    }
+    if !header_has(headers, header::UPGRADE, "websocket") {
+        return Err(bad("the Upgrade header must be \"websocket\"\n"));
+    }
+    // A body would be read as WebSocket frames after the upgrade.
+    let has_body = headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0");
+    if has_body {
+        return Err(bad("a WebSocket handshake has no body\n"));
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_none_or(|v| v.as_bytes() != b"13")
+    {
+        return Err((
+            StatusCode::UPGRADE_REQUIRED,
+            "the Sec-WebSocket-Version header must be 13\n",
+        ));
+    }
+    headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .map(|key| derive_accept_key(key.as_bytes()))
+        .ok_or_else(|| bad("the Sec-WebSocket-Key header is missing\n"))
 }
 
 /// Bytes read from the socket per read, into the poll's stack.
@@ -61,7 +142,7 @@ const MAX_CONTROL: u64 = 125;
 
 /// A message (or control frame) from the client.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Incoming {
+pub enum Incoming {
     Text(Utf8Bytes),
     /// A binary message: not part of confab's protocol, so its bytes are dropped.
     Binary,
@@ -74,7 +155,7 @@ pub(crate) enum Incoming {
 
 /// Why reading ended with an error. Nothing is read after one.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum ReadError {
+pub enum ReadError {
     #[error("a message exceeded the limit of {limit} bytes")]
     TooLarge { limit: usize },
     #[error("WebSocket protocol error: {0}")]
@@ -92,7 +173,7 @@ struct Partial {
 
 /// The read half: frames in, messages out.
 #[derive(Debug)]
-pub(crate) struct Reader<R> {
+pub struct Reader<R> {
     io: R,
     /// Bytes read and not yet taken, from `start`: part of a frame, or frames
     /// that came in the same read as an earlier one. No allocation when empty.
@@ -109,7 +190,7 @@ pub(crate) struct Reader<R> {
 
 impl<R: AsyncRead + Unpin> Reader<R> {
     /// Reads messages of at most `max_message` bytes from `io`.
-    pub(crate) fn new(io: R, max_message: usize) -> Reader<R> {
+    pub fn new(io: R, max_message: usize) -> Reader<R> {
         Reader {
             io,
             buf: Vec::new(),
@@ -123,13 +204,13 @@ impl<R: AsyncRead + Unpin> Reader<R> {
 
     /// The client's close frame, once one was read: its status code if it gave
     /// one (the close frame that answers it should repeat it).
-    pub(crate) fn close_received(&self) -> Option<Option<u16>> {
+    pub fn close_received(&self) -> Option<Option<u16>> {
         self.close
     }
 
     /// The next message; `None` once the socket ended, or after a close frame or
     /// an error. Cancel-safe: everything read is kept in the reader.
-    pub(crate) async fn next(&mut self) -> Option<Result<Incoming, ReadError>> {
+    pub async fn next(&mut self) -> Option<Result<Incoming, ReadError>> {
         std::future::poll_fn(|cx| self.poll_next(cx)).await
     }
 
@@ -214,7 +295,7 @@ impl<R: AsyncRead + Unpin> Reader<R> {
     /// then lose what it had not read yet, such as the `disconnect` push that
     /// says why). After a read error (an oversized frame, say), the rest is
     /// discarded as bytes.
-    pub(crate) async fn wait_for_close(&mut self) {
+    pub async fn wait_for_close(&mut self) {
         while let Some(Ok(incoming)) = self.next().await {
             if matches!(incoming, Incoming::Close(_)) {
                 return;
@@ -430,7 +511,7 @@ fn unmask(payload: &mut [u8], mask: [u8; 4]) {
 /// Cancel-safe: a flush dropped part-way keeps what it had not written, so
 /// frames added after it follow whole frames.
 #[derive(Debug)]
-pub(crate) struct Writer<W> {
+pub struct Writer<W> {
     io: W,
     /// Small frames and headers.
     small: Vec<u8>,
@@ -464,7 +545,7 @@ const MAX_SLICES: usize = 64;
 const KEEP_SMALL: usize = 16 * 1024;
 
 impl<W: AsyncWrite + Unpin> Writer<W> {
-    pub(crate) fn new(io: W) -> Writer<W> {
+    pub fn new(io: W) -> Writer<W> {
         Writer {
             io,
             small: Vec::new(),
@@ -477,7 +558,7 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
     }
 
     /// Bytes added and not yet written.
-    pub(crate) fn buffered(&self) -> usize {
+    pub fn buffered(&self) -> usize {
         self.pending
     }
 
@@ -504,7 +585,7 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
         }
     }
 
-    pub(crate) fn text(&mut self, text: Utf8Bytes) {
+    pub fn text(&mut self, text: Utf8Bytes) {
         let payload = Bytes::from(text);
         self.header(OpCode::Data(Data::Text), payload.len());
         if payload.len() >= SHARE_FROM {
@@ -523,18 +604,18 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
         }
     }
 
-    pub(crate) fn ping(&mut self) {
+    pub fn ping(&mut self) {
         self.control(Control::Ping, &[]);
     }
 
     /// A pong for a ping with this payload (at most 125 bytes, as the ping's).
-    pub(crate) fn pong(&mut self, payload: &[u8]) {
+    pub fn pong(&mut self, payload: &[u8]) {
         let payload = &payload[..payload.len().min(MAX_CONTROL as usize)];
         self.control(Control::Pong, &[payload]);
     }
 
     /// A close frame; the reason is cut (at a character) to fit a control frame.
-    pub(crate) fn close(&mut self, code: u16, reason: &str) {
+    pub fn close(&mut self, code: u16, reason: &str) {
         let mut end = reason.len().min(MAX_CONTROL as usize - 2);
         while !reason.is_char_boundary(end) {
             end -= 1;
@@ -546,7 +627,7 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
     }
 
     /// Writes everything added.
-    pub(crate) async fn flush(&mut self) -> io::Result<()> {
+    pub async fn flush(&mut self) -> io::Result<()> {
         self.seal_small();
         while !self.chunks.is_empty() {
             let n = {
@@ -612,7 +693,7 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
     }
 
     /// Gives the buffers back when nothing is waiting in them (an idle writer).
-    pub(crate) fn release(&mut self) {
+    pub fn release(&mut self) {
         if self.pending == 0 {
             self.small = Vec::new();
             self.chunks = VecDeque::new();
@@ -623,7 +704,7 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
     }
 
     /// Writes what was added, then ends the write side of the socket.
-    pub(crate) async fn shutdown(&mut self) -> io::Result<()> {
+    pub async fn shutdown(&mut self) -> io::Result<()> {
         self.flush().await?;
         self.io.shutdown().await
     }

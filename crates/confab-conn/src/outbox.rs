@@ -15,28 +15,26 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use confab_proto::frame::Priority;
 use tokio::sync::Notify;
 
 use crate::queue;
 use crate::ws::{SocketWriter, Utf8Bytes};
+use tokio::time::Instant;
 
-/// What a frame is, for shedding under load.
+/// How a text frame is treated when the queue fills.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Class {
-    /// A reply to a request, or a control push: never shed.
-    Reply,
-    /// A stored message: never shed; if it cannot be queued the client is slow.
-    Stored,
-    /// A live push of an unstored type.
-    Live(Priority),
-    /// A Barrage push: shed first.
-    Barrage,
+pub enum Class {
+    /// Never shed: if it cannot be queued, the peer is slow ([`Slow`]).
+    Keep,
+    /// Shed (not queued, [`Outbox::push`] answers `Ok(false)`) once the queue
+    /// is at least this many percent full, in frames or bytes; below that, as
+    /// [`Class::Keep`].
+    ShedAt(u8),
 }
 
 /// An item for the writer task.
 #[derive(Debug)]
-pub(crate) enum Out {
+pub enum Out {
     Text(Utf8Bytes),
     Ping,
     /// The answer to the client's ping with this payload.
@@ -47,7 +45,7 @@ pub(crate) enum Out {
 
 /// The queue is over its bounds: disconnect the client as slow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Slow;
+pub struct Slow;
 
 /// What the producers and the writer share besides the queue.
 #[derive(Debug)]
@@ -61,6 +59,9 @@ struct Shared {
     writer: Mutex<WriterState>,
     /// Told when a writer parks or finishes (see [`Closer::finish`]).
     writer_changed: Notify,
+    /// Told when the writer took items off the queue or writing is over: what
+    /// a producer waiting for room ([`Outbox::push_paced`]) waits for.
+    room_freed: Notify,
     /// Where a parked writer is started again (`None`: a detached outbox).
     runtime: Option<tokio::runtime::Handle>,
 }
@@ -73,6 +74,7 @@ impl Shared {
             abort_notify: Notify::new(),
             writer: Mutex::new(writer),
             writer_changed: Notify::new(),
+            room_freed: Notify::new(),
             runtime,
         }
     }
@@ -138,7 +140,7 @@ impl WriterState {
 
 /// The producing side of a connection's outbound queue. Cheap to clone.
 #[derive(Debug, Clone)]
-pub(crate) struct Outbox {
+pub struct Outbox {
     tx: queue::Sender<Out>,
     shared: Arc<Shared>,
     max_frames: usize,
@@ -148,14 +150,14 @@ pub(crate) struct Outbox {
 /// The session's hold on the writing side: it waits, at the end, until what was
 /// queued is written and the socket closed ([`Closer::finish`]).
 #[derive(Debug)]
-pub(crate) struct Closer {
+pub struct Closer {
     shared: Arc<Shared>,
 }
 
 /// Makes the queue feeding `socket`. No task runs until something is queued; a
 /// writer task runs while there is something to write, and parks again when the
 /// queue is empty. Must be called on a tokio runtime, where writers will run.
-pub(crate) fn start(socket: SocketWriter, max_frames: usize, max_bytes: usize) -> (Outbox, Closer) {
+pub fn start(socket: SocketWriter, max_frames: usize, max_bytes: usize) -> (Outbox, Closer) {
     let (tx, rx) = queue::bounded(max_frames);
     let shared = Arc::new(Shared::new(
         WriterState::Parked(Writer {
@@ -180,7 +182,7 @@ impl Closer {
     /// Waits until writing is over: whatever is queued is written, then a close
     /// frame if one was queued, else the socket is closed once every producer
     /// is gone. A parked writer does this on the caller's task.
-    pub(crate) async fn finish(self) {
+    pub async fn finish(self) {
         loop {
             let changed = self.shared.writer_changed.notified();
             tokio::pin!(changed);
@@ -202,7 +204,7 @@ impl Closer {
 
 impl Outbox {
     /// An outbox without a writer task: a test or benchmark reads what was queued.
-    pub(crate) fn detached(max_frames: usize, max_bytes: usize) -> (Outbox, queue::Receiver<Out>) {
+    pub fn detached(max_frames: usize, max_bytes: usize) -> (Outbox, queue::Receiver<Out>) {
         let (tx, rx) = queue::bounded(max_frames);
         let outbox = Outbox {
             tx,
@@ -222,15 +224,9 @@ impl Outbox {
 
     /// Queues a text frame. `Ok(false)` means it was shed by priority (only for
     /// unstored classes); `Err(Slow)` means the queue is full.
-    pub(crate) fn push(&self, text: Utf8Bytes, class: Class) -> Result<bool, Slow> {
-        let shed_at = match class {
-            Class::Barrage => Some(25),
-            Class::Live(Priority::Low) => Some(50),
-            Class::Live(Priority::Medium) => Some(75),
-            Class::Live(Priority::High) | Class::Reply | Class::Stored => None,
-        };
-        if let Some(limit) = shed_at {
-            if self.fill_percent() >= limit {
+    pub fn push(&self, text: Utf8Bytes, class: Class) -> Result<bool, Slow> {
+        if let Class::ShedAt(limit) = class {
+            if self.fill_percent() >= usize::from(limit) {
                 return Ok(false);
             }
         }
@@ -255,7 +251,7 @@ impl Outbox {
     /// a catch-up is paced by how fast the client reads. A frame larger than the
     /// byte bound goes alone into an empty queue. `Err(Slow)` after `patience`
     /// without progress (the client is not reading).
-    pub(crate) async fn push_paced(
+    pub async fn push_paced(
         &self,
         text: Utf8Bytes,
         patience: std::time::Duration,
@@ -266,14 +262,14 @@ impl Outbox {
 
     /// Queues a ping; skipped when the queue is full (the queue itself then
     /// proves the peer is not reading).
-    pub(crate) fn ping(&self) {
+    pub fn ping(&self) {
         if self.tx.try_push(Out::Ping).is_ok() {
             self.start_writer();
         }
     }
 
     /// Queues the answer to the client's ping; skipped when the queue is full.
-    pub(crate) fn pong(&self, payload: Bytes) {
+    pub fn pong(&self, payload: Bytes) {
         if self.tx.try_push(Out::Pong(payload)).is_ok() {
             self.start_writer();
         }
@@ -293,7 +289,7 @@ impl Outbox {
     }
 
     /// Queues a close frame after whatever is queued, waiting briefly for room.
-    pub(crate) async fn close(&self, code: u16, reason: String) {
+    pub async fn close(&self, code: u16, reason: String) {
         let _ = self
             .push_waiting(
                 Out::Close(code, reason),
@@ -304,17 +300,21 @@ impl Outbox {
     }
 
     /// Queues `item`, which counts `len` bytes against the byte bound (0: none),
-    /// retrying every 5 ms while the queue is full in frames or bytes (a frame
-    /// larger than the byte bound waits for an empty queue). `Err(Slow)` after
-    /// `patience`, or when the writer is gone.
+    /// waiting while the queue is full in frames or bytes (a frame larger than
+    /// the byte bound waits for an empty queue) until the writer frees room.
+    /// `Err(Slow)` after `patience`, or when the writer is gone.
     async fn push_waiting(
         &self,
         mut item: Out,
         len: usize,
         patience: std::time::Duration,
     ) -> Result<(), Slow> {
-        let deadline = tokio::time::Instant::now() + patience;
+        let deadline = Instant::now() + patience;
         loop {
+            // Registered before looking, so room freed after the look wakes it.
+            let freed = self.shared.room_freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
             let queued = self.shared.bytes.load(Ordering::Relaxed);
             if len == 0 || queued == 0 || queued + len <= self.max_bytes {
                 self.shared.bytes.fetch_add(len, Ordering::Relaxed);
@@ -332,16 +332,18 @@ impl Outbox {
                     }
                 }
             }
-            if tokio::time::Instant::now() >= deadline {
+            if matches!(*self.shared.writer(), WriterState::Done) {
                 return Err(Slow);
             }
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                return Err(Slow);
+            }
         }
     }
 
     /// Makes the writer drop whatever is queued and send a close frame now (for a
     /// client that is not reading: its queue will never drain).
-    pub(crate) fn abort(&self, code: u16, reason: String) {
+    pub fn abort(&self, code: u16, reason: String) {
         *self.shared.abort() = Some((code, reason));
         self.shared.abort_notify.notify_one();
         self.start_writer();
@@ -436,6 +438,7 @@ async fn drain(w: &mut Writer, shared: &Shared, mut linger: Option<&mut Linger<'
             }
             next = w.rx.try_recv();
         }
+        shared.room_freed.notify_waiters();
         if w.socket.flush().await.is_err() {
             return Drained::Ended;
         }
@@ -556,6 +559,7 @@ impl Drop for WriterEnded {
         if !self.parked {
             *self.shared.writer() = WriterState::Done;
             self.shared.writer_changed.notify_waiters();
+            self.shared.room_freed.notify_waiters();
         }
     }
 }
