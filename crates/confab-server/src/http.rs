@@ -179,6 +179,15 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        metrics_text(&shared),
+    )
+        .into_response()
+}
+
+/// The node's metrics in Prometheus' text format, as `/metrics` answers.
+pub(crate) fn metrics_text(shared: &Shared) -> String {
     let m = &shared.metrics;
     let mut out = String::new();
     let mut line = |name: &str, kind: &str, help: &str, value: u64| {
@@ -244,7 +253,7 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     ] {
         line(name, "counter", help, counter.load(Ordering::Relaxed));
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+    out
 }
 
 #[cfg(test)]

@@ -260,6 +260,13 @@ impl Connector {
         tokio::spawn(session::run(guard, reader, writer));
         Ok(())
     }
+
+    /// The node's metrics in Prometheus' text format, as `/metrics` answers
+    /// (for a test that has no HTTP connection to ask on).
+    #[must_use]
+    pub fn metrics_text(&self) -> String {
+        http::metrics_text(&self.shared)
+    }
 }
 
 /// Serves `config` on `listener` until `shutdown` completes.
