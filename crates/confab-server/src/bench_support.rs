@@ -10,7 +10,8 @@ use confab_proto::frame::{
     ConversationType, Message, MessageType, Priority, Push, ReceiveRoomMessage, encode_push,
 };
 
-use crate::hub::{Envelope, Hub, MergeSettings, RoomClass, SessionLink, room_topic};
+use crate::envelope::{Envelope, RoomClass, room_topic};
+use crate::hub::{Hub, MergeSettings, SessionLink};
 use confab_conn::outbox::Out;
 use confab_conn::queue;
 

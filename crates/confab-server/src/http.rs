@@ -5,17 +5,15 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use axum::Router;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
 
-use confab_proto::ErrorCode;
 use futures_util::FutureExt as _;
 use futures_util::future::Either;
-use serde_json::json;
 
 use crate::logs;
 use crate::session;
@@ -34,20 +32,6 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             post(logs::upload).layer(DefaultBodyLimit::disable()),
         )
         .with_state(shared)
-}
-
-/// An HTTP error answered as JSON `{"code","name","message"}`, like a protocol
-/// error (used by every plain HTTP route that can fail).
-pub(crate) fn json_error(
-    status: StatusCode,
-    code: ErrorCode,
-    message: impl Into<String>,
-) -> Response {
-    (
-        status,
-        Json(json!({"code": code.code(), "name": code.name(), "message": message.into()})),
-    )
-        .into_response()
 }
 
 /// Whether a browser page at `origin` may open a WebSocket to a server reached as

@@ -11,12 +11,16 @@ mod backends;
 pub mod bench_support;
 pub mod clock;
 pub mod config;
+mod envelope;
 mod http;
+mod http_error;
 mod hub;
 mod logs;
 mod rooms;
+mod sequencer;
 mod session;
 mod state;
+mod sweeper;
 mod validate;
 mod web;
 
@@ -193,7 +197,7 @@ impl Server {
             shared.clock.clone(),
         );
         let retention = spawn_retention(shared.clone());
-        let room_tasks = rooms::spawn_room_tasks(shared.clone());
+        let room_tasks = sweeper::spawn_room_tasks(shared.clone());
         let app = http::router(shared.clone()).merge(web::router(dev_tokens));
         let tx = shutdown_tx.clone();
         let stopped_at = confab_conn::serve(

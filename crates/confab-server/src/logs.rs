@@ -18,12 +18,12 @@ use axum::response::{IntoResponse, Response};
 use confab_proto::ErrorCode;
 use serde_json::json;
 
-use crate::http;
+use crate::http_error;
 use crate::state::Shared;
 use crate::validate;
 
 fn failure(status: StatusCode, message: impl Into<String>) -> Response {
-    http::json_error(status, ErrorCode::LogUploadFailed, message)
+    http_error::json_error(status, ErrorCode::LogUploadFailed, message)
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {

@@ -30,11 +30,10 @@ use tokio::time::Instant;
 
 mod rooms;
 
-pub(crate) use rooms::publish_attribute_deletes;
-
 use std::collections::BTreeSet;
 
-use crate::hub::{Envelope, Event, SessionLink, user_topic};
+use crate::envelope::{Envelope, user_topic};
+use crate::hub::{Event, SessionLink};
 use crate::state::{App, ConnectionGuard, Metrics};
 use crate::validate;
 use confab_conn::outbox::{self, Class, Outbox, Slow};
@@ -177,7 +176,7 @@ struct PeerDone {
     result: Result<confab_store::Appended, confab_store::StoreError>,
 }
 
-type AppendFuture = crate::rooms::Started<Done>;
+type AppendFuture = crate::sequencer::Started<Done>;
 
 /// The oldest append in flight (never resolves when there is none).
 ///
@@ -724,7 +723,7 @@ impl Session {
             // Room frames go straight to the outbox from the hub.
             Envelope::Kick { .. } | Envelope::Room { .. } => None,
             Envelope::Live { priority, frame } => {
-                let class = crate::hub::live_class(priority);
+                let class = crate::envelope::live_class(priority);
                 match utf8(frame) {
                     Some(text) => match self.outbox.push(text, class) {
                         Ok(_) => None,
@@ -986,7 +985,7 @@ impl Session {
             }
             let store = self.shared.store.clone();
             // Polled once now: the store queues the append in request order.
-            let started = crate::rooms::poll_once(Box::pin(async move {
+            let started = crate::sequencer::poll_once(Box::pin(async move {
                 let result = store.append_peer(msg).await;
                 Done::Peer(PeerDone {
                     id,

@@ -23,7 +23,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::clock::Clock;
-use crate::http;
+use crate::http_error;
 use crate::state::App;
 use crate::validate;
 
@@ -115,7 +115,7 @@ async fn typings(Path(file): Path<String>) -> Response {
 }
 
 fn no_dev_app() -> Response {
-    http::json_error(
+    http_error::json_error(
         StatusCode::NOT_FOUND,
         ErrorCode::InvalidAppId,
         "this server hosts configured apps and mints no tokens: get a token from your app's backend \
@@ -149,7 +149,7 @@ async fn dev_token(
     let req = match body {
         Ok(Json(req)) => req,
         Err(e) => {
-            return http::json_error(
+            return http_error::json_error(
                 StatusCode::BAD_REQUEST,
                 ErrorCode::ParamInvalid,
                 format!(
@@ -160,13 +160,13 @@ async fn dev_token(
         }
     };
     if let Err(msg) = validate::user_id("userID", &req.user_id) {
-        return http::json_error(StatusCode::BAD_REQUEST, ErrorCode::ParamInvalid, msg);
+        return http_error::json_error(StatusCode::BAD_REQUEST, ErrorCode::ParamInvalid, msg);
     }
     let ttl = req
         .effective_time_in_seconds
         .unwrap_or(DEFAULT_DEV_TOKEN_SECS);
     if ttl == 0 || ttl > MAX_DEV_TOKEN_SECS {
-        return http::json_error(
+        return http_error::json_error(
             StatusCode::BAD_REQUEST,
             ErrorCode::ParamInvalid,
             format!("effectiveTimeInSeconds: must be 1-{MAX_DEV_TOKEN_SECS}, got {ttl}"),
@@ -187,7 +187,7 @@ async fn dev_token(
             "expiresIn": ttl,
         }))
         .into_response(),
-        Err(e) => http::json_error(
+        Err(e) => http_error::json_error(
             StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::ParamInvalid,
             format!("cannot make a token: {e}"),

@@ -20,9 +20,11 @@ use confab_store::{
 };
 
 use super::{AppendFuture, Done, Ending, Session, slow};
-use crate::hub::{Envelope, RoomClass, room_topic};
-use crate::rooms::Ticket;
-use crate::state::{Metrics, Shared};
+use crate::envelope::{
+    Envelope, RoomClass, publish_attribute_deletes, publish_room_event, room_topic,
+};
+use crate::sequencer::Ticket;
+use crate::state::Metrics;
 use crate::validate;
 use confab_conn::outbox::Class;
 
@@ -40,45 +42,6 @@ pub(super) struct RoomDone {
     ticket: Ticket,
     sender: String,
     result: Result<confab_store::AppendedRoom, RoomError>,
-}
-
-/// Publishes `roomAttributesUpdated` (Delete) for keys removed without a request
-/// (their owner left).
-pub(crate) async fn publish_attribute_deletes(
-    shared: &Shared,
-    app_id: u32,
-    room_id: &str,
-    keys: &[String],
-) {
-    let info = RoomAttributesUpdateInfo {
-        action: 1,
-        room_attributes: keys.iter().map(|k| (k.clone(), String::new())).collect(),
-    };
-    publish_room_push(
-        shared,
-        app_id,
-        room_id,
-        &Push::RoomAttributesUpdated(RoomAttributesUpdated {
-            room_id: room_id.to_owned(),
-            infos: vec![info],
-        }),
-    )
-    .await;
-}
-
-async fn publish_room_push(shared: &Shared, app_id: u32, room_id: &str, push: &Push) {
-    let envelope = Envelope::Room {
-        class: RoomClass::Stored,
-        sender: String::new(),
-        frame: Bytes::from(encode_push(push)),
-    };
-    if let Err(e) = shared
-        .broker
-        .publish(&room_topic(app_id, room_id), envelope.encode())
-        .await
-    {
-        tracing::warn!(error = %e, "room event publication failed");
-    }
 }
 
 /// The wire form of a stored room message.
@@ -368,8 +331,13 @@ impl Session {
             },
         );
         if !left.removed_attributes.is_empty() {
-            publish_attribute_deletes(&self.shared, app.id, room_id, &left.removed_attributes)
-                .await;
+            publish_attribute_deletes(
+                self.shared.broker.as_ref(),
+                app.id,
+                room_id,
+                &left.removed_attributes,
+            )
+            .await;
         }
         Ok(())
     }
@@ -754,7 +722,7 @@ impl Session {
                     } else {
                         Push::RoomAttributesUpdated(data)
                     };
-                    publish_room_push(&self.shared, app.id, &room_id, &push).await;
+                    publish_room_event(self.shared.broker.as_ref(), app.id, &room_id, &push).await;
                 }
                 self.reply(&Reply::ok(
                     id,
@@ -1072,7 +1040,13 @@ impl Session {
         self.shared
             .rooms
             .sequencer
-            .finish(&self.shared, &key, ticket, publish)
+            .finish(
+                self.shared.broker.as_ref(),
+                self.shared.store.single_node(),
+                &key,
+                ticket,
+                publish,
+            )
             .await;
         let room_id = &key.1;
         match result {
