@@ -17,12 +17,14 @@ mod http_error;
 mod hub;
 mod logs;
 mod rooms;
+mod send;
 mod sequencer;
 mod session;
 mod state;
 mod sweeper;
 mod validate;
 mod web;
+mod wire;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -25,7 +25,7 @@ use confab_proto::frame::{
     RenewTokenRequest, Reply, Request, RequestFrame, SendMessageReply, SendPeerMessageRequest,
     SyncComplete, SyncGap, TokenWillExpire, encode_push,
 };
-use confab_store::{NewPeerMessage, StoredPeerMessage};
+use confab_store::StoredPeerMessage;
 use tokio::time::Instant;
 
 mod rooms;
@@ -34,8 +34,10 @@ use std::collections::BTreeSet;
 
 use crate::envelope::{Envelope, user_topic};
 use crate::hub::{Event, SessionLink};
+use crate::send::{self, Outgoing, StoredSends, Target};
 use crate::state::{App, ConnectionGuard, Metrics};
 use crate::validate;
+use crate::wire::wire_peer;
 use confab_conn::outbox::{self, Class, Outbox, Slow};
 use confab_conn::queue;
 use confab_conn::ws::{self, Incoming, ReadError, SocketReader, Utf8Bytes};
@@ -91,8 +93,7 @@ pub(crate) fn run(
         rooms: BTreeSet::new(),
         pending_end: None,
         login_ms: 0,
-        appends: Appends::default(),
-        pipelined_room: None,
+        sends: StoredSends::default(),
     };
     // An async block, not an `async fn`: the arguments of an `async fn` are
     // kept twice in its future, as arguments and as locals.
@@ -139,54 +140,8 @@ struct Session {
     pending_end: Ending,
     /// When this session logged in (ms): a kick only removes older sessions.
     login_ms: i64,
-    /// Stored sends (peer and room) in flight, oldest first: with a store that
-    /// applies appends in call order, a session starts the next append before
-    /// the last one commits, and answers them in order as they complete.
-    appends: Appends,
-    /// The room of the newest stored room send started (see `send_room`).
-    pipelined_room: Option<String>,
-}
-
-/// The appends in flight. Only ever used through `&mut`, so the session stays
-/// `Sync` (it is shared by reference across awaits) whatever the futures are.
-#[derive(Default)]
-struct Appends(std::sync::Mutex<VecDeque<AppendFuture>>);
-
-impl Appends {
-    fn get(&mut self) -> &mut VecDeque<AppendFuture> {
-        self.0
-            .get_mut()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
-/// Most stored sends a session keeps in flight.
-const MAX_APPENDS_IN_FLIGHT: usize = 64;
-
-/// A stored send whose append finished.
-enum Done {
-    Peer(PeerDone),
-    Room(rooms::RoomDone),
-}
-
-/// A stored peer send whose append finished.
-struct PeerDone {
-    id: u64,
-    to_user_id: String,
-    result: Result<confab_store::Appended, confab_store::StoreError>,
-}
-
-type AppendFuture = crate::sequencer::Started<Done>;
-
-/// The oldest append in flight (never resolves when there is none).
-///
-/// Boxed: a finished append is large, and the session's future would otherwise
-/// keep room for one while it waits for anything.
-async fn next_append(appends: &mut VecDeque<AppendFuture>) -> Box<Done> {
-    match appends.front_mut() {
-        Some(f) => Box::new(f.as_mut().await),
-        None => std::future::pending().await,
-    }
+    /// Stored sends (peer and room) in flight, oldest first (see `send`).
+    sends: StoredSends,
 }
 
 fn slow() -> Ending {
@@ -298,7 +253,7 @@ impl Session {
                     timer.as_mut().reset(wake);
                 }
             }
-            let has_appends = !self.appends.get().is_empty();
+            let has_sends = !self.sends.is_empty();
             tokio::select! {
                 biased;
                 Some(event) = self.events_rx.recv() => {
@@ -324,9 +279,9 @@ impl Session {
                 }
                 // Before new requests: other senders' room messages may wait for
                 // these to be published.
-                done = next_append(self.appends.get()), if has_appends => {
-                    self.appends.get().pop_front();
-                    if let Some(end) = Box::pin(self.finish_append(*done)).await {
+                done = self.sends.next(), if has_sends => {
+                    let reply = Box::pin(send::finish(&self.shared, *done)).await;
+                    if let Some(end) = self.reply(&reply) {
                         return Some(end);
                     }
                 }
@@ -431,7 +386,7 @@ impl Session {
             Ok(frame) => frame,
             Err(e) => {
                 return self
-                    .error_after_appends(e.id.unwrap_or(0), ErrorCode::ParamInvalid, e.to_string())
+                    .refuse(e.id.unwrap_or(0), ErrorCode::ParamInvalid, e.to_string())
                     .await;
             }
         };
@@ -443,7 +398,7 @@ impl Session {
         };
         if !stored_send {
             // Everything else sees the stored sends before it answered first.
-            if let Some(end) = self.drain_appends().await {
+            if let Some(end) = self.drain_sends().await {
                 return Some(end);
             }
         }
@@ -807,219 +762,74 @@ impl Session {
         }
     }
 
-    async fn check_rate(&self, app: &App, user_id: &str) -> Result<(), String> {
-        if app.user_sends.check_key(&user_id.to_owned()).is_err() {
-            Metrics::inc(&self.shared.metrics.rate_limited_total);
-            return Err(format!(
-                "rate limit: at most {} messages per second per user (burst {})",
-                app.limits.user_send_rate, app.limits.user_send_burst
-            ));
-        }
-        let app_ok = if self.shared.config.broker == "local" {
-            app.app_sends.check().is_ok()
-        } else {
-            // Several nodes: the per-app limit is shared through the broker.
-            app.global_sends
-                .allow(
-                    self.shared.broker.as_ref(),
-                    app.id,
-                    app.limits.app_send_rate,
-                    self.shared.clock.now_secs(),
-                )
-                .await
-        };
-        if !app_ok {
-            Metrics::inc(&self.shared.metrics.rate_limited_total);
-            return Err(format!(
-                "rate limit: at most {} messages per second for this app",
-                app.limits.app_send_rate
-            ));
-        }
-        Ok(())
-    }
-
-    /// Answers a stored send whose append finished, and publishes it.
-    async fn finish_append(&mut self, done: Done) -> Ending {
-        match done {
-            Done::Peer(done) => self.finish_peer(done).await,
-            Done::Room(done) => self.finish_room(done).await,
-        }
-    }
-
-    /// Makes room for one more stored send in flight: finishes the oldest when
-    /// [`MAX_APPENDS_IN_FLIGHT`] are.
-    async fn room_for_append(&mut self) -> Ending {
-        if self.appends.get().len() >= MAX_APPENDS_IN_FLIGHT {
-            if let Some(Some(end)) = self.finish_oldest_append().await {
-                return Some(end);
-            }
-        }
-        None
-    }
-
-    /// Answers a stored peer send whose append finished, and publishes it to the
-    /// receiver.
-    async fn finish_peer(&mut self, done: PeerDone) -> Ending {
-        let PeerDone {
-            id,
-            to_user_id,
-            result,
-        } = done;
-        let appended = match result {
-            Ok(appended) => appended,
-            Err(e) => {
-                let app = self.login.as_ref().map_or(0, |l| l.app.id);
-                tracing::error!(app, error = %e, "storing a peer message failed");
-                return self.error(
-                    id,
-                    ErrorCode::MessageInternalError,
-                    "the message could not be stored; retry with the same localMessageID",
-                );
-            }
-        };
-        let m = appended.message;
-        let reply = SendMessageReply {
-            message_id: m.message_id,
-            local_message_id: m.local_message_id,
-            timestamp: m.timestamp_ms,
-            conversation_seq: m.conversation_seq,
-        };
-        if !appended.duplicate {
-            Metrics::inc(&self.shared.metrics.messages_stored_total);
-            let topic = user_topic(m.app_id, &to_user_id);
-            let inbox_seq = m.inbox_seq;
-            let push = Push::ReceivePeerMessage(ReceivePeerMessage {
-                from_user_id: m.sender.clone(),
-                message_list: vec![wire_peer(m)],
-            });
-            let envelope = Envelope::Stored {
-                inbox_seq,
-                frame: Bytes::from(encode_push(&push)),
-            };
-            if let Err(e) = self.shared.broker.publish(&topic, envelope.encode()).await {
-                // Stored, so the receiver still gets it at its next catch-up.
-                tracing::warn!(error = %e, "live delivery of a stored message failed");
-            }
-        }
-        self.reply(&Reply::ok(id, &reply))
-    }
-
     /// Answers with an error after the stored sends in flight, so replies keep
     /// the order of the requests.
-    async fn error_after_appends(
-        &mut self,
-        id: u64,
-        code: ErrorCode,
-        message: impl Into<String>,
-    ) -> Ending {
-        if let Some(end) = self.drain_appends().await {
-            return Some(end);
-        }
-        self.error(id, code, message)
-    }
-
-    /// Awaits and finishes the oldest stored send in flight; `None` when there
-    /// is none.
-    async fn finish_oldest_append(&mut self) -> Option<Ending> {
-        let mut append = self.appends.get().pop_front()?;
-        let done = append.as_mut().await;
-        Some(self.finish_append(done).await)
+    async fn refuse(&mut self, id: u64, code: ErrorCode, message: impl Into<String>) -> Ending {
+        let reply = Reply::error(id, code, message);
+        let refused = self.sends.refuse(&self.shared, &self.outbox, &reply).await;
+        refused.err().and_then(|Slow| slow())
     }
 
     /// Finishes every stored send in flight, in order.
-    async fn drain_appends(&mut self) -> Ending {
-        while let Some(end) = self.finish_oldest_append().await {
-            if end.is_some() {
-                return end;
-            }
-        }
-        None
+    async fn drain_sends(&mut self) -> Ending {
+        let drained = self.sends.drain(&self.shared, &self.outbox).await;
+        drained.err().and_then(|Slow| slow())
+    }
+
+    /// Stores a validated, rate-checked send and publishes it (see `send`).
+    async fn send_stored(&mut self, app: &Arc<App>, sender: &str, send: Outgoing) -> Ending {
+        let started = self
+            .sends
+            .start(&self.shared, &self.outbox, app, sender, send)
+            .await;
+        started.err().and_then(|Slow| slow())
     }
 
     async fn send_peer(&mut self, id: u64, req: SendPeerMessageRequest) -> Ending {
         let login = self.login.as_ref()?;
         let app = login.app.clone();
         let sender = login.user_id.clone();
-        if let Err(msg) = validate::user_id("toUserID", &req.to_user_id)
-            .and_then(|()| validate::body(req.kind, &req.message, false, &app.limits))
-        {
-            return self
-                .error_after_appends(id, ErrorCode::ParamInvalid, msg)
-                .await;
+        let send = Outgoing::peer(id, req);
+        if let Err(msg) = send.validate(&app.limits) {
+            return self.refuse(id, ErrorCode::ParamInvalid, msg).await;
         }
-        if req.kind == MessageType::Command {
-            if let Some(first) = self.live_duplicate(req.local_message_id) {
+        if send.kind == MessageType::Command {
+            if let Some(first) = self.live_duplicate(send.local_message_id) {
                 return self.reply(&Reply::ok(id, &first));
             }
         }
-        if let Err(msg) = self.check_rate(&app, &sender).await {
-            return self
-                .error_after_appends(id, ErrorCode::ServerRateLimit, msg)
-                .await;
+        if let Err(msg) = send::check_rate(&self.shared, &app, &sender).await {
+            return self.refuse(id, ErrorCode::ServerRateLimit, msg).await;
+        }
+        if send.kind.is_stored() {
+            return self.send_stored(&app, &sender, send).await;
         }
         let now_ms = self.shared.clock.now_ms();
-        if req.kind.is_stored() {
-            let msg = NewPeerMessage {
-                app_id: app.id,
-                sender: sender.clone(),
-                receiver: req.to_user_id.clone(),
-                kind: req.kind.code(),
-                body: req.message,
-                local_message_id: req.local_message_id,
-                timestamp_ms: now_ms,
-                priority: req.priority.code(),
-            };
-            let to_user_id = req.to_user_id;
-            if !self.shared.store.appends_in_call_order() {
-                let result = self.shared.store.append_peer(msg).await;
-                return self
-                    .finish_peer(PeerDone {
-                        id,
-                        to_user_id,
-                        result,
-                    })
-                    .await;
-            }
-            if let Some(end) = self.room_for_append().await {
-                return Some(end);
-            }
-            let store = self.shared.store.clone();
-            // Polled once now: the store queues the append in request order.
-            let started = crate::sequencer::poll_once(Box::pin(async move {
-                let result = store.append_peer(msg).await;
-                Done::Peer(PeerDone {
-                    id,
-                    to_user_id,
-                    result,
-                })
-            }))
-            .await;
-            self.appends.get().push_back(started);
+        let Target::Peer(to_user_id) = send.to else {
             return None;
-        }
-
+        };
         // Command: not stored, delivered live to an online receiver.
-        let topic = user_topic(app.id, &req.to_user_id);
+        let topic = user_topic(app.id, &to_user_id);
         let message_id = self.shared.next_live_message_id();
         let wire = WireMessage {
-            kind: req.kind,
-            message: req.message,
+            kind: send.kind,
+            message: send.body,
             message_id,
-            local_message_id: req.local_message_id,
+            local_message_id: send.local_message_id,
             sender_user_id: sender.clone(),
             timestamp: now_ms,
             conversation_id: sender.clone(),
             conversation_type: ConversationType::Peer,
             conversation_seq: 0,
             inbox_seq: None,
-            priority: req.priority,
+            priority: send.priority,
         };
         let push = Push::ReceivePeerMessage(ReceivePeerMessage {
             message_list: vec![wire],
             from_user_id: sender,
         });
         let envelope = Envelope::Live {
-            priority: req.priority,
+            priority: send.priority,
             frame: Bytes::from(encode_push(&push)),
         };
         if let Err(e) = self.shared.broker.publish(&topic, envelope.encode()).await {
@@ -1033,25 +843,19 @@ impl Session {
         Metrics::inc(&self.shared.metrics.messages_live_total);
         let reply = SendMessageReply {
             message_id,
-            local_message_id: req.local_message_id,
+            local_message_id: send.local_message_id,
             timestamp: now_ms,
             conversation_seq: 0,
         };
-        if self.live_sent.len() >= LIVE_DEDUP {
-            self.live_sent.pop_front();
-        }
-        self.live_sent
-            .push_back((req.local_message_id, reply.clone()));
+        self.remember_live(send.local_message_id, reply.clone());
         self.reply(&Reply::ok(id, &reply))
     }
 
     /// Tells the client why (when the server ends the session), closes, and leaves
     /// the hub and the broker topic.
     async fn finish(&mut self, ending: Ending) {
-        // Appends in flight are stored whatever happens: publish every one
-        // (`finish_peer` and `finish_room` publish before they reply; the replies
-        // go out if the connection still can).
-        while self.finish_oldest_append().await.is_some() {}
+        // Sends in flight are stored whatever happens: publish every one.
+        self.sends.finish_all(&self.shared, &self.outbox).await;
         let reason = ending.as_ref().map(|(r, _)| *r);
         self.release_rooms(
             reason == Some(DisconnectReason::Logout),
@@ -1089,21 +893,4 @@ impl Session {
 
 fn utf8(frame: Bytes) -> Option<Utf8Bytes> {
     Utf8Bytes::try_from(frame).ok()
-}
-
-/// The wire form of a stored peer message, as its receiver sees it.
-fn wire_peer(m: StoredPeerMessage) -> WireMessage {
-    WireMessage {
-        kind: MessageType::from_code(m.kind),
-        message: m.body,
-        message_id: m.message_id,
-        local_message_id: m.local_message_id,
-        conversation_id: m.sender.clone(),
-        sender_user_id: m.sender,
-        timestamp: m.timestamp_ms,
-        conversation_type: ConversationType::Peer,
-        conversation_seq: m.conversation_seq,
-        inbox_seq: Some(m.inbox_seq),
-        priority: confab_proto::frame::Priority::from_code(m.priority).unwrap_or_default(),
-    }
 }

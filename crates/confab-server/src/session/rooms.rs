@@ -15,17 +15,18 @@ use confab_proto::frame::{
     SendMessageReply, SendRoomMessageRequest, SetRoomAttributesRequest, UserInfo, encode_push,
 };
 use confab_store::{
-    AttributeChange, Conversation, HistoryMessage, HistoryQuery, NewRoom, NewRoomMessage,
-    RoomError, StoredRoomMessage,
+    AttributeChange, Conversation, HistoryMessage, HistoryQuery, NewRoom, RoomError,
+    StoredRoomMessage,
 };
 
-use super::{AppendFuture, Done, Ending, Session, slow};
+use super::{Ending, Session, slow};
 use crate::envelope::{
     Envelope, RoomClass, publish_attribute_deletes, publish_room_event, room_topic,
 };
-use crate::sequencer::Ticket;
+use crate::send::{self, Outgoing, Target};
 use crate::state::Metrics;
 use crate::validate;
+use crate::wire::wire_room;
 use confab_conn::outbox::Class;
 
 /// Longest room destroy delay: 3 hours (SPEC §4).
@@ -35,30 +36,37 @@ const CATCH_UP_PAGE: usize = 256;
 /// Bytes of message bodies per catch-up frame.
 const CATCH_UP_FRAME_BYTES: usize = 64 * 1024;
 
-/// A stored room send whose append finished.
-pub(super) struct RoomDone {
-    id: u64,
-    key: (u32, String),
-    ticket: Ticket,
-    sender: String,
-    result: Result<confab_store::AppendedRoom, RoomError>,
-}
-
-/// The wire form of a stored room message.
-fn wire_room(m: StoredRoomMessage) -> WireMessage {
-    WireMessage {
-        kind: MessageType::from_code(m.kind),
-        message: m.body,
-        message_id: m.message_id,
-        local_message_id: m.local_message_id,
-        sender_user_id: m.sender,
-        timestamp: m.timestamp_ms,
-        conversation_id: m.room_id,
-        conversation_type: ConversationType::Room,
-        conversation_seq: m.seq,
-        inbox_seq: None,
-        priority: Priority::from_code(m.priority).unwrap_or_default(),
+/// The `receiveRoomMessage` envelope of an unstored room send.
+fn live_room_envelope(
+    room_id: &str,
+    send: &Outgoing,
+    sender: &str,
+    message_id: u64,
+    now_ms: i64,
+    class: RoomClass,
+) -> Bytes {
+    let push = Push::ReceiveRoomMessage(ReceiveRoomMessage {
+        from_room_id: room_id.to_owned(),
+        message_list: vec![WireMessage {
+            kind: send.kind,
+            message: send.body.clone(),
+            message_id,
+            local_message_id: send.local_message_id,
+            sender_user_id: sender.to_owned(),
+            timestamp: now_ms,
+            conversation_id: room_id.to_owned(),
+            conversation_type: ConversationType::Room,
+            conversation_seq: 0,
+            inbox_seq: None,
+            priority: send.priority,
+        }],
+    });
+    Envelope::Room {
+        class,
+        sender: sender.to_owned(),
+        frame: Bytes::from(encode_push(&push)),
     }
+    .encode()
 }
 
 fn attribute_updates(
@@ -848,29 +856,34 @@ impl Session {
         // A stored send may arrive while earlier ones are in flight (nothing was
         // drained for it): its errors are answered after them.
         let (app, sender) = self.app_user()?;
-        if let Err(msg) = validate::room_id("roomID", &req.room_id)
-            .and_then(|()| validate::body(req.kind, &req.message, true, &app.limits))
-        {
-            return self
-                .error_after_appends(id, ErrorCode::ParamInvalid, msg)
-                .await;
+        let send = Outgoing::room(id, req);
+        if let Err(msg) = send.validate(&app.limits) {
+            return self.refuse(id, ErrorCode::ParamInvalid, msg).await;
         }
-        if !self.rooms.contains(&req.room_id) {
-            if let Some(end) = self.drain_appends().await {
+        let Target::Room(room_id) = &send.to else {
+            return None;
+        };
+        let room_id = room_id.clone();
+        if !self.rooms.contains(&room_id) {
+            if let Some(end) = self.drain_sends().await {
                 return Some(end);
             }
-            return self
-                .not_in_room(id, &req.room_id, ErrorCode::NotInRoom)
-                .await;
+            return self.not_in_room(id, &room_id, ErrorCode::NotInRoom).await;
         }
         let now_ms = self.shared.clock.now_ms();
-        let topic = room_topic(app.id, &req.room_id);
-        if req.kind == MessageType::Barrage {
+        let topic = room_topic(app.id, &room_id);
+        if send.kind == MessageType::Barrage {
             // Unreliable by definition: past the per-user rate the excess is dropped.
             let message_id = self.shared.next_live_message_id();
             if app.barrage.check_key(&sender).is_ok() {
-                let envelope =
-                    self.live_room_envelope(&req, &sender, message_id, now_ms, RoomClass::Barrage);
+                let envelope = live_room_envelope(
+                    &room_id,
+                    &send,
+                    &sender,
+                    message_id,
+                    now_ms,
+                    RoomClass::Barrage,
+                );
                 if let Err(e) = self.shared.broker.publish(&topic, envelope).await {
                     tracing::warn!(error = %e, "barrage publication failed");
                 }
@@ -879,28 +892,27 @@ impl Session {
                 id,
                 &SendMessageReply {
                     message_id,
-                    local_message_id: req.local_message_id,
+                    local_message_id: send.local_message_id,
                     timestamp: now_ms,
                     conversation_seq: 0,
                 },
             ));
         }
-        if let Err(msg) = self.check_rate(&app, &sender).await {
-            return self
-                .error_after_appends(id, ErrorCode::ServerRateLimit, msg)
-                .await;
+        if let Err(msg) = send::check_rate(&self.shared, &app, &sender).await {
+            return self.refuse(id, ErrorCode::ServerRateLimit, msg).await;
         }
-        if req.kind == MessageType::Command {
-            if let Some(first) = self.live_duplicate(req.local_message_id) {
+        if send.kind == MessageType::Command {
+            if let Some(first) = self.live_duplicate(send.local_message_id) {
                 return self.reply(&Reply::ok(id, &first));
             }
             let message_id = self.shared.next_live_message_id();
-            let envelope = self.live_room_envelope(
-                &req,
+            let envelope = live_room_envelope(
+                &room_id,
+                &send,
                 &sender,
                 message_id,
                 now_ms,
-                RoomClass::Live(req.priority),
+                RoomClass::Live(send.priority),
             );
             if let Err(e) = self.shared.broker.publish(&topic, envelope).await {
                 tracing::warn!(error = %e, "room publication failed");
@@ -913,195 +925,15 @@ impl Session {
             Metrics::inc(&self.shared.metrics.messages_live_total);
             let reply = SendMessageReply {
                 message_id,
-                local_message_id: req.local_message_id,
+                local_message_id: send.local_message_id,
                 timestamp: now_ms,
                 conversation_seq: 0,
             };
-            self.remember_live(req.local_message_id, reply.clone());
+            self.remember_live(send.local_message_id, reply.clone());
             return self.reply(&Reply::ok(id, &reply));
         }
-        // Text: stored, then published in seq order (see `rooms::Sequencer`).
-        let pipelined = self.shared.store.appends_in_call_order();
-        if pipelined {
-            // Sends to another room wait for this session's appends first: the
-            // room's lock may be held a while (a member joining with a long
-            // catch-up), and appends left unfinished meanwhile would hold back
-            // every other sender's messages in their room.
-            if self.pipelined_room.as_deref() != Some(req.room_id.as_str()) {
-                if let Some(end) = self.drain_appends().await {
-                    return Some(end);
-                }
-                self.pipelined_room = Some(req.room_id.clone());
-            }
-            if let Some(end) = self.room_for_append().await {
-                return Some(end);
-            }
-        }
-        let key = (app.id, req.room_id.clone());
-        let msg = NewRoomMessage {
-            app_id: app.id,
-            room_id: req.room_id,
-            sender: sender.clone(),
-            kind: req.kind.code(),
-            body: req.message,
-            local_message_id: req.local_message_id,
-            timestamp_ms: now_ms,
-            priority: req.priority.code(),
-        };
-        let store = self.shared.store.clone();
-        let append_key = key.clone();
-        let append = move |ticket| -> AppendFuture {
-            Box::pin(async move {
-                let result = store.append_room(msg).await;
-                Done::Room(RoomDone {
-                    id,
-                    key: append_key,
-                    ticket,
-                    sender,
-                    result,
-                })
-            })
-        };
-        let sequencer = &self.shared.rooms.sequencer;
-        // The room's head is read only when this node does not sequence the room
-        // yet.
-        let started = match sequencer.try_start(&key, append).await {
-            Ok(started) => started,
-            Err(append) => match self.shared.store.room(app.id, &key.1).await {
-                Ok(Some(room)) => sequencer.start(&key, room.seq_head, append).await,
-                Ok(None) => {
-                    return self
-                        .error_after_appends(
-                            id,
-                            ErrorCode::RoomNotExist,
-                            format!("room {} does not exist", key.1),
-                        )
-                        .await;
-                }
-                Err(e) => {
-                    return self
-                        .error_after_appends(
-                            id,
-                            ErrorCode::MessageInternalError,
-                            format!("room lookup failed: {e}"),
-                        )
-                        .await;
-                }
-            },
-        };
-        if !pipelined {
-            // Only appends awaited one after another keep a sender's order.
-            let done = started.await;
-            return self.finish_append(done).await;
-        }
-        self.appends.get().push_back(started);
-        None
-    }
-
-    /// Answers a stored room send whose append finished, and publishes it to the
-    /// room in seq order.
-    pub(super) async fn finish_room(&mut self, done: RoomDone) -> Ending {
-        let RoomDone {
-            id,
-            key,
-            ticket,
-            sender,
-            result,
-        } = done;
-        let (publish, result) = match result {
-            Ok(a) => {
-                let m = a.message;
-                let reply = SendMessageReply {
-                    message_id: m.message_id,
-                    local_message_id: m.local_message_id,
-                    timestamp: m.timestamp_ms,
-                    conversation_seq: m.seq,
-                };
-                let publish = (!a.duplicate).then(|| {
-                    let seq = m.seq;
-                    let push = Push::ReceiveRoomMessage(ReceiveRoomMessage {
-                        from_room_id: m.room_id.clone(),
-                        message_list: vec![wire_room(m)],
-                    });
-                    let envelope = Envelope::Room {
-                        class: RoomClass::Stored,
-                        sender,
-                        frame: Bytes::from(encode_push(&push)),
-                    };
-                    (seq, envelope.encode())
-                });
-                (publish, Ok(reply))
-            }
-            Err(e) => (None, Err(e)),
-        };
-        if publish.is_some() {
-            Metrics::inc(&self.shared.metrics.messages_stored_total);
-        }
-        self.shared
-            .rooms
-            .sequencer
-            .finish(
-                self.shared.broker.as_ref(),
-                self.shared.store.single_node(),
-                &key,
-                ticket,
-                publish,
-            )
-            .await;
-        let room_id = &key.1;
-        match result {
-            Ok(reply) => self.reply(&Reply::ok(id, &reply)),
-            Err(RoomError::NotFound) => self.error(
-                id,
-                ErrorCode::RoomNotExist,
-                format!("room {room_id} does not exist"),
-            ),
-            Err(RoomError::NotMember) => self.error(
-                id,
-                ErrorCode::NotInRoom,
-                format!("you are not a member of room {room_id}"),
-            ),
-            Err(e) => {
-                tracing::error!(error = %e, "storing a room message failed");
-                self.error(
-                    id,
-                    ErrorCode::MessageInternalError,
-                    "the message could not be stored; retry with the same localMessageID",
-                )
-            }
-        }
-    }
-
-    fn live_room_envelope(
-        &self,
-        req: &SendRoomMessageRequest,
-        sender: &str,
-        message_id: u64,
-        now_ms: i64,
-        class: RoomClass,
-    ) -> Bytes {
-        let push = Push::ReceiveRoomMessage(ReceiveRoomMessage {
-            from_room_id: req.room_id.clone(),
-            message_list: vec![WireMessage {
-                kind: req.kind,
-                message: req.message.clone(),
-                message_id,
-                local_message_id: req.local_message_id,
-                sender_user_id: sender.to_owned(),
-                timestamp: now_ms,
-                conversation_id: req.room_id.clone(),
-                conversation_type: ConversationType::Room,
-                conversation_seq: 0,
-                inbox_seq: None,
-                priority: req.priority,
-            }],
-        });
-        Envelope::Room {
-            class,
-            sender: sender.to_owned(),
-            frame: Bytes::from(encode_push(&push)),
-        }
-        .encode()
+        // Text: stored, then published in seq order (see `send`).
+        self.send_stored(&app, &sender, send).await
     }
 
     pub(super) async fn query_history(&mut self, id: u64, req: QueryHistoryRequest) -> Ending {
