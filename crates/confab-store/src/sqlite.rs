@@ -30,11 +30,14 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::backend::{
+    Member, PeerMessageRow, app_from_sql, appended_peer, check_app, clamp_to_sql,
+    conversation_pair, first_held, inbox_seq_to_sql, limit_to_sql, local_to_sql, seq_from_sql,
+};
 use crate::{
     AppRecord, Appended, AppendedRoom, AttributeChange, AttributesChanged, ExpiredMember,
     HistoryMessage, HistoryQuery, InboxPage, Joined, Left, MemberRecord, NewPeerMessage, NewRoom,
-    NewRoomMessage, RoomError, RoomLimits, RoomRecord, Store, StoreError, StoredPeerMessage,
-    StoredRoomMessage,
+    NewRoomMessage, RoomError, RoomLimits, RoomRecord, Store, StoreError, StoredRoomMessage,
 };
 
 mod rooms;
@@ -664,9 +667,7 @@ impl Store for SqliteStore {
         inbox_seq: u64,
     ) -> Result<(), StoreError> {
         check_app(app_id)?;
-        let seq = i64::try_from(inbox_seq).map_err(|_| {
-            StoreError::Invalid(format!("inbox position {inbox_seq} is out of range"))
-        })?;
+        let seq = inbox_seq_to_sql(inbox_seq)?;
         let user_id = user_id.to_owned();
         self.write("ack inbox", move |conn| {
             conn.prepare_cached(
@@ -757,11 +758,7 @@ impl Store for SqliteStore {
         limits: RoomLimits,
     ) -> Result<Joined, RoomError> {
         check_app(app_id)?;
-        let member = rooms::Member {
-            app_id,
-            room_id: room_id.to_owned(),
-            user_id: user_id.to_owned(),
-        };
+        let member = Member::new(app_id, room_id, user_id);
         let user_name = user_name.to_owned();
         self.submit("join room", move |conn| {
             rooms::join_room(conn, &member, &user_name, now_ms, &limits)
@@ -777,11 +774,7 @@ impl Store for SqliteStore {
         now_ms: i64,
     ) -> Result<Left, RoomError> {
         check_app(app_id)?;
-        let member = rooms::Member {
-            app_id,
-            room_id: room_id.to_owned(),
-            user_id: user_id.to_owned(),
-        };
+        let member = Member::new(app_id, room_id, user_id);
         self.submit("leave room", move |conn| {
             rooms::leave_room(conn, &member, now_ms)
         })
@@ -802,11 +795,7 @@ impl Store for SqliteStore {
         room_id: &str,
         user_id: &str,
     ) -> Result<bool, StoreError> {
-        let member = rooms::Member {
-            app_id,
-            room_id: room_id.to_owned(),
-            user_id: user_id.to_owned(),
-        };
+        let member = Member::new(app_id, room_id, user_id);
         self.read("read membership", move |conn| {
             rooms::is_member(conn, &member)
         })
@@ -881,11 +870,7 @@ impl Store for SqliteStore {
         limits: RoomLimits,
     ) -> Result<AttributesChanged, RoomError> {
         check_app(app_id)?;
-        let member = rooms::Member {
-            app_id,
-            room_id: room_id.to_owned(),
-            user_id: user_id.to_owned(),
-        };
+        let member = Member::new(app_id, room_id, user_id);
         self.submit("change room attributes", move |conn| {
             rooms::change_attributes(conn, &member, change, &limits)
         })
@@ -943,7 +928,7 @@ fn append_peer(conn: &Connection, m: NewPeerMessage) -> Result<Appended, StoreEr
              WHERE app_id = ?1 AND sender = ?2 AND local_message_id = ?3"
         ))
         .and_then(|mut s| {
-            s.query_row(params![m.app_id, m.sender, local], RawMessage::read)
+            s.query_row(params![m.app_id, m.sender, local], read_peer_message)
                 .optional()
         })
         .map_err(db("append: look for a previous send"))?;
@@ -954,11 +939,7 @@ fn append_peer(conn: &Connection, m: NewPeerMessage) -> Result<Appended, StoreEr
         });
     }
 
-    let (conv_a, conv_b) = if m.sender <= m.receiver {
-        (&m.sender, &m.receiver)
-    } else {
-        (&m.receiver, &m.sender)
-    };
+    let (conv_a, conv_b) = conversation_pair(&m.sender, &m.receiver);
     let conversation_seq = bump_counter(
         conn,
         "INSERT INTO conversations (app_id, conv_a, conv_b, last_seq) VALUES (?1, ?2, ?3, 1)
@@ -1001,19 +982,7 @@ fn append_peer(conn: &Connection, m: NewPeerMessage) -> Result<Appended, StoreEr
     .map_err(db("append: insert the message"))?;
 
     Ok(Appended {
-        message: StoredPeerMessage {
-            message_id: seq_from_sql(message_id, "message_id")?,
-            conversation_seq: seq_from_sql(conversation_seq, "conversation_seq")?,
-            inbox_seq: seq_from_sql(inbox_seq, "inbox_seq")?,
-            app_id: m.app_id,
-            sender: m.sender,
-            receiver: m.receiver,
-            kind: m.kind,
-            body: m.body,
-            local_message_id: m.local_message_id,
-            timestamp_ms: m.timestamp_ms,
-            priority: m.priority,
-        },
+        message: appended_peer(m, message_id, conversation_seq, inbox_seq)?,
         duplicate: false,
     })
 }
@@ -1068,21 +1037,18 @@ fn inbox_after(
         })
         .map_err(db("read inbox: head"))?;
     let head = seq_from_sql(head.unwrap_or(0), "head_seq")?;
-    let first_held: Option<i64> = tx
+    let min_held: Option<i64> = tx
         .prepare_cached(
             "SELECT min(inbox_seq) FROM peer_messages WHERE app_id = ?1 AND receiver = ?2",
         )
         .and_then(|mut s| s.query_row(params![app_id, user_id], |r| r.get(0)))
         .map_err(db("read inbox: first held"))?;
-    let first_held = match first_held {
-        Some(seq) => seq_from_sql(seq, "inbox_seq")?,
-        None => head + 1,
-    };
+    let first_held = first_held(head, min_held)?;
 
     let mut messages = Vec::new();
     if limit > 0 {
-        let after = i64::try_from(after).unwrap_or(i64::MAX);
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let after = clamp_to_sql(after);
+        let limit = limit_to_sql(limit);
         let mut stmt = tx
             .prepare_cached(&format!(
                 "SELECT {MESSAGE_COLUMNS} FROM peer_messages
@@ -1091,7 +1057,7 @@ fn inbox_after(
             ))
             .map_err(db("read inbox: prepare"))?;
         let rows = stmt
-            .query_map(params![app_id, user_id, after, limit], RawMessage::read)
+            .query_map(params![app_id, user_id, after, limit], read_peer_message)
             .map_err(db("read inbox: query"))?;
         for row in rows {
             messages.push(row.map_err(db("read inbox: read row"))?.into_stored()?);
@@ -1108,89 +1074,25 @@ fn inbox_after(
 const MESSAGE_COLUMNS: &str = "message_id, conversation_seq, inbox_seq, app_id, sender, receiver, \
      kind, body, local_message_id, timestamp_ms, priority";
 
-/// A `peer_messages` row as SQLite returns it, before range checks.
-struct RawMessage {
-    message_id: i64,
-    conversation_seq: i64,
-    inbox_seq: i64,
-    app_id: i64,
-    sender: String,
-    receiver: String,
-    kind: i64,
-    body: String,
-    local_message_id: i64,
-    timestamp_ms: i64,
-    priority: i64,
-}
-
-impl RawMessage {
-    /// Reads a row selected with [`MESSAGE_COLUMNS`].
-    fn read(row: &Row<'_>) -> rusqlite::Result<Self> {
-        Ok(Self {
-            message_id: row.get(0)?,
-            conversation_seq: row.get(1)?,
-            inbox_seq: row.get(2)?,
-            app_id: row.get(3)?,
-            sender: row.get(4)?,
-            receiver: row.get(5)?,
-            kind: row.get(6)?,
-            body: row.get(7)?,
-            local_message_id: row.get(8)?,
-            timestamp_ms: row.get(9)?,
-            priority: row.get(10)?,
-        })
-    }
-
-    fn into_stored(self) -> Result<StoredPeerMessage, StoreError> {
-        let small = |v: i64, what: &str| {
-            u8::try_from(v)
-                .map_err(|_| StoreError::Corrupt(format!("stored {what} {v} is not a u8")))
-        };
-        Ok(StoredPeerMessage {
-            message_id: seq_from_sql(self.message_id, "message_id")?,
-            conversation_seq: seq_from_sql(self.conversation_seq, "conversation_seq")?,
-            inbox_seq: seq_from_sql(self.inbox_seq, "inbox_seq")?,
-            app_id: app_from_sql(self.app_id)?,
-            sender: self.sender,
-            receiver: self.receiver,
-            kind: small(self.kind, "kind")?,
-            body: self.body,
-            local_message_id: local_from_sql(self.local_message_id),
-            timestamp_ms: self.timestamp_ms,
-            priority: small(self.priority, "priority")?,
-        })
-    }
+/// Reads a `peer_messages` row selected with [`MESSAGE_COLUMNS`].
+fn read_peer_message(row: &Row<'_>) -> rusqlite::Result<PeerMessageRow> {
+    Ok(PeerMessageRow {
+        message_id: row.get(0)?,
+        conversation_seq: row.get(1)?,
+        inbox_seq: row.get(2)?,
+        app_id: row.get(3)?,
+        sender: row.get(4)?,
+        receiver: row.get(5)?,
+        kind: row.get(6)?,
+        body: row.get(7)?,
+        local_message_id: row.get(8)?,
+        timestamp_ms: row.get(9)?,
+        priority: row.get(10)?,
+    })
 }
 
 // ---------------------------------------------------------------------------------
-// Conversions and errors
-
-/// `local_message_id` is a u64 stored in SQLite's i64 by bit-cast, so every value
-/// (including those above `i64::MAX`) round-trips; only equality is ever asked of it.
-#[allow(clippy::cast_possible_wrap)]
-fn local_to_sql(local: u64) -> i64 {
-    local as i64
-}
-
-#[allow(clippy::cast_sign_loss)]
-fn local_from_sql(stored: i64) -> u64 {
-    stored as u64
-}
-
-fn seq_from_sql(v: i64, what: &str) -> Result<u64, StoreError> {
-    u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("stored {what} {v} is negative")))
-}
-
-fn app_from_sql(v: i64) -> Result<u32, StoreError> {
-    u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("stored app_id {v} is not a u32")))
-}
-
-fn check_app(app_id: u32) -> Result<(), StoreError> {
-    if app_id == 0 {
-        return Err(StoreError::Invalid("AppID 0 is not a valid app".into()));
-    }
-    Ok(())
-}
+// Errors
 
 /// Maps a database error to [`StoreError::Unavailable`], saying what failed.
 fn db(what: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
