@@ -32,7 +32,8 @@ use std::collections::BTreeMap;
 
 use rusqlite::{Connection, OptionalExtension, Row, ToSql, params, params_from_iter};
 
-use super::{db, next_message_id};
+use super::db;
+use super::peer::{bump_counter, next_message_id};
 use crate::backend::{
     HistoryRow, Member, RoomMessageRow, RoomRow, app_from_sql, appended_room, clamp_to_sql,
     conversation_pair, history_bounds, limit_to_sql, local_to_sql, room_vanished, seq_from_sql,
@@ -256,7 +257,7 @@ pub(super) fn append_room(
         });
     }
     require_member(conn, &Member::new(msg.app_id, &msg.room_id, &msg.sender))?;
-    let seq = super::bump_counter(
+    let seq = bump_counter(
         conn,
         "INSERT INTO room_seqs (app_id, room_id, last_seq) VALUES (?1, ?2, 1)
          ON CONFLICT (app_id, room_id) DO UPDATE SET last_seq = last_seq + 1",
@@ -664,4 +665,55 @@ fn read_history(row: &Row<'_>) -> rusqlite::Result<HistoryRow> {
         timestamp_ms: row.get(7)?,
         priority: row.get(8)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::open;
+    use super::*;
+    use crate::Store;
+
+    /// `expire_members` removes a member as a leave at `cutoff_ms` would: a room it
+    /// leaves empty is empty since the cutoff, and its destroy delay counts from there.
+    #[tokio::test]
+    async fn expiry_empties_rooms_as_of_the_cutoff() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(&dir);
+        store
+            .create_room(
+                NewRoom {
+                    app_id: 1,
+                    room_id: "r".into(),
+                    room_name: "R".into(),
+                    creator: "a".into(),
+                    creator_name: "A".into(),
+                    attributes: vec![],
+                    destroy_delay_secs: 10,
+                    now_ms: 1_000,
+                },
+                RoomLimits::default(),
+            )
+            .await
+            .expect("create");
+        store
+            .set_member_offline(1, "a", Some(2_000))
+            .await
+            .expect("offline");
+        let expired = store.expire_members(50_000).await.expect("expire");
+        assert_eq!(expired.len(), 1);
+        assert!(expired[0].room_empty);
+        let room = store.room(1, "r").await.expect("room").expect("exists");
+        assert_eq!(room.empty_since_ms, Some(50_000));
+        assert!(
+            store
+                .destroy_empty_rooms(59_999)
+                .await
+                .expect("destroy")
+                .is_empty()
+        );
+        assert_eq!(
+            store.destroy_empty_rooms(60_000).await.expect("destroy"),
+            vec![(1, "r".to_owned())]
+        );
+    }
 }
