@@ -5,7 +5,10 @@
 //! store's documented readings of the contract (see `confab_store`'s `sqlite` and
 //! `sqlite::rooms` module docs): one message-id sequence for peer and room messages;
 //! room seqs that survive a destroy; the attribute rules; `expire_members` leaving as
-//! of the cutoff; history anchors.
+//! of the cutoff; history anchors. The rules both stores apply the same way — the
+//! room limits, attribute ownership, the conversions of column values and the
+//! argument checks — are `confab_store`'s code (beside `RoomLimits`, and
+//! `confab_store::backend`), called by both; this crate holds only its SQL.
 //!
 //! # Connections
 //! A small pool of its own ([`PgConfig::pool_size`] connections, opened on demand),
@@ -97,6 +100,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use confab_store::backend::{Member, check_app, inbox_seq_to_sql};
 use confab_store::{
     AppRecord, Appended, AppendedRoom, AttributeChange, AttributesChanged, ExpiredMember,
     HistoryMessage, HistoryQuery, InboxPage, Joined, Left, MemberRecord, NewPeerMessage, NewRoom,
@@ -553,13 +557,6 @@ pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
 // ---------------------------------------------------------------------------------
 // Argument checks
 
-fn check_app(app_id: u32) -> Result<(), StoreError> {
-    if app_id == 0 {
-        return Err(StoreError::Invalid("AppID 0 is not a valid app".into()));
-    }
-    Ok(())
-}
-
 /// IDs (and an app's secret and name) are `TEXT`, which cannot hold NUL: refuse
 /// them rather than fail in the database.
 fn check_id(what: &str, id: &str) -> Result<(), StoreError> {
@@ -654,9 +651,7 @@ impl Store for PgStore {
     ) -> Result<(), StoreError> {
         check_app(app_id)?;
         check_id("userID", user_id)?;
-        let seq = i64::try_from(inbox_seq).map_err(|_| {
-            StoreError::Invalid(format!("inbox position {inbox_seq} is out of range"))
-        })?;
+        let seq = inbox_seq_to_sql(inbox_seq)?;
         let args = (app_id, user_id.to_owned(), seq);
         Ok(self
             .write("ack inbox", args, |c, a| {
@@ -717,7 +712,7 @@ impl Store for PgStore {
         check_app(app_id)?;
         check_ids(&[("roomID", room_id), ("userID", user_id)])?;
         let args = rooms::JoinArgs {
-            member: rooms::Member::new(app_id, room_id, user_id),
+            member: Member::new(app_id, room_id, user_id),
             user_name: user_name.to_owned(),
             now_ms,
             limits,
@@ -736,7 +731,7 @@ impl Store for PgStore {
     ) -> Result<Left, RoomError> {
         check_app(app_id)?;
         check_ids(&[("roomID", room_id), ("userID", user_id)])?;
-        let args = (rooms::Member::new(app_id, room_id, user_id), now_ms);
+        let args = (Member::new(app_id, room_id, user_id), now_ms);
         Ok(self
             .write("leave room", args, |c, a| {
                 Box::pin(rooms::leave_room(c, &a.0, a.1))
@@ -761,7 +756,7 @@ impl Store for PgStore {
         user_id: &str,
     ) -> Result<bool, StoreError> {
         check_ids(&[("roomID", room_id), ("userID", user_id)])?;
-        let args = rooms::Member::new(app_id, room_id, user_id);
+        let args = Member::new(app_id, room_id, user_id);
         Ok(self
             .read("read membership", args, |c, m| {
                 Box::pin(rooms::is_member(c, m))
@@ -855,7 +850,7 @@ impl Store for PgStore {
     ) -> Result<AttributesChanged, RoomError> {
         check_app(app_id)?;
         check_ids(&[("roomID", room_id), ("userID", user_id)])?;
-        let args = (rooms::Member::new(app_id, room_id, user_id), change, limits);
+        let args = (Member::new(app_id, room_id, user_id), change, limits);
         Ok(self
             .write("change room attributes", args, |c, a| {
                 Box::pin(rooms::change_attributes(c, &a.0, &a.1, &a.2))
@@ -917,52 +912,7 @@ impl Store for PgStore {
 }
 
 // ---------------------------------------------------------------------------------
-// Conversions between Rust values and columns
-
-/// `local_message_id` is a u64 stored in a BIGINT by bit-cast, as the SQLite store
-/// does, so every value round-trips; only equality is ever asked of it.
-pub(crate) fn local_to_sql(local: u64) -> i64 {
-    i64::from_ne_bytes(local.to_ne_bytes())
-}
-
-pub(crate) fn local_from_sql(stored: i64) -> u64 {
-    u64::from_ne_bytes(stored.to_ne_bytes())
-}
-
-/// A position or count read from the database.
-pub(crate) fn seq_from_sql(v: i64, what: &str) -> Result<u64, Fail> {
-    u64::try_from(v).map_err(|_| {
-        Fail::Store(StoreError::Corrupt(format!(
-            "stored {what} {v} is negative"
-        )))
-    })
-}
-
-/// A position or count given to the database: those beyond i64 are beyond every
-/// stored one.
-pub(crate) fn clamp_to_sql(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-pub(crate) fn limit_to_sql(limit: usize) -> i64 {
-    i64::try_from(limit).unwrap_or(i64::MAX)
-}
-
-pub(crate) fn app_from_sql(v: i64) -> Result<u32, Fail> {
-    u32::try_from(v).map_err(|_| {
-        Fail::Store(StoreError::Corrupt(format!(
-            "stored app_id {v} is not a u32"
-        )))
-    })
-}
-
-pub(crate) fn small_from_sql(v: i16, what: &str) -> Result<u8, Fail> {
-    u8::try_from(v).map_err(|_| {
-        Fail::Store(StoreError::Corrupt(format!(
-            "stored {what} {v} is not a u8"
-        )))
-    })
-}
+// Reading columns (the conversions of their values are `confab_store::backend`'s)
 
 /// Column `idx` of `row`, decoded, or a [`Fail`] naming `what`.
 pub(crate) fn col<'r, T: tokio_postgres::types::FromSql<'r>>(
@@ -990,14 +940,6 @@ pub(crate) fn text_col(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn local_ids_bit_cast_both_ways() {
-        for v in [0, 1, u64::MAX, 1 << 63, (1 << 63) - 1] {
-            assert_eq!(local_from_sql(local_to_sql(v)), v);
-        }
-        assert_eq!(local_to_sql(u64::MAX), -1);
-    }
 
     #[test]
     fn config_defaults_validation_and_redaction() {

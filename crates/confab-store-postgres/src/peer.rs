@@ -2,14 +2,15 @@
 //! [`PgStore::write`](crate::PgStore) opens (and commits, or rolls back on `Err`);
 //! reads are single statements, each one consistent snapshot.
 
+use confab_store::backend::{
+    PeerMessageRow, app_from_sql, appended_peer, clamp_to_sql, conversation_pair, first_held,
+    limit_to_sql, local_to_sql, seq_from_sql,
+};
 use confab_store::{AppRecord, Appended, InboxPage, NewPeerMessage, StoredPeerMessage};
 use tokio_postgres::Row;
 
 use crate::pool::Conn;
-use crate::{
-    Fail, app_from_sql, clamp_to_sql, col, limit_to_sql, local_from_sql, local_to_sql,
-    seq_from_sql, small_from_sql, text_col,
-};
+use crate::{Fail, col, text_col};
 
 pub(crate) async fn list_apps(c: &mut Conn) -> Result<Vec<AppRecord>, Fail> {
     const WHAT: &str = "list apps";
@@ -92,11 +93,7 @@ pub(crate) async fn append_peer(c: &mut Conn, m: &NewPeerMessage) -> Result<Appe
         });
     }
 
-    let (conv_a, conv_b) = if m.sender <= m.receiver {
-        (&m.sender, &m.receiver)
-    } else {
-        (&m.receiver, &m.sender)
-    };
+    let (conv_a, conv_b) = conversation_pair(&m.sender, &m.receiver);
     // Conversation first, then inbox: every append locks in this order.
     let conversation_seq: i64 = col(
         &c.query_one(
@@ -105,7 +102,7 @@ pub(crate) async fn append_peer(c: &mut Conn, m: &NewPeerMessage) -> Result<Appe
              ON CONFLICT (app_id, conv_a, conv_b)
                 DO UPDATE SET last_seq = conversations.last_seq + 1
              RETURNING last_seq",
-            &[&app, conv_a, conv_b],
+            &[&app, &conv_a, &conv_b],
         )
         .await?,
         0,
@@ -135,8 +132,8 @@ pub(crate) async fn append_peer(c: &mut Conn, m: &NewPeerMessage) -> Result<Appe
                 &app,
                 &m.sender,
                 &m.receiver,
-                conv_a,
-                conv_b,
+                &conv_a,
+                &conv_b,
                 &conversation_seq,
                 &inbox_seq,
                 &i16::from(m.kind),
@@ -156,19 +153,7 @@ pub(crate) async fn append_peer(c: &mut Conn, m: &NewPeerMessage) -> Result<Appe
     };
     let message_id: i64 = col(&row, 0, "append: insert the message")?;
     Ok(Appended {
-        message: StoredPeerMessage {
-            message_id: seq_from_sql(message_id, "message_id")?,
-            conversation_seq: seq_from_sql(conversation_seq, "conversation_seq")?,
-            inbox_seq: seq_from_sql(inbox_seq, "inbox_seq")?,
-            app_id: m.app_id,
-            sender: m.sender.clone(),
-            receiver: m.receiver.clone(),
-            kind: m.kind,
-            body: m.body.clone(),
-            local_message_id: m.local_message_id,
-            timestamp_ms: m.timestamp_ms,
-            priority: m.priority,
-        },
+        message: appended_peer(m.clone(), message_id, conversation_seq, inbox_seq)?,
         duplicate: false,
     })
 }
@@ -213,11 +198,7 @@ pub(crate) async fn inbox_after(
         )));
     };
     let head = seq_from_sql(col(first, 0, WHAT)?, "head_seq")?;
-    let first_held: Option<i64> = col(first, 1, WHAT)?;
-    let first_held = match first_held {
-        Some(seq) => seq_from_sql(seq, "inbox_seq")?,
-        None => head + 1,
-    };
+    let first_held = first_held(head, col(first, 1, WHAT)?)?;
     let mut messages = Vec::with_capacity(rows.len());
     for row in &rows {
         // The message columns are NULL on the one row of an empty page.
@@ -260,7 +241,7 @@ pub(crate) async fn inbox_acked(c: &mut Conn, app_id: u32, user_id: &str) -> Res
         )
         .await?;
     match row {
-        Some(row) => seq_from_sql(col(&row, 0, WHAT)?, "acked_seq"),
+        Some(row) => Ok(seq_from_sql(col(&row, 0, WHAT)?, "acked_seq")?),
         None => Ok(0),
     }
 }
@@ -295,17 +276,18 @@ fn stored_peer(row: &Row) -> Result<StoredPeerMessage, Fail> {
 /// A peer message from the [`peer_columns`] starting at column `at`.
 fn stored_peer_at(row: &Row, at: usize) -> Result<StoredPeerMessage, Fail> {
     const WHAT: &str = "read a peer message";
-    Ok(StoredPeerMessage {
-        message_id: seq_from_sql(col(row, at, WHAT)?, "message_id")?,
-        conversation_seq: seq_from_sql(col(row, at + 1, WHAT)?, "conversation_seq")?,
-        inbox_seq: seq_from_sql(col(row, at + 2, WHAT)?, "inbox_seq")?,
-        app_id: app_from_sql(col(row, at + 3, WHAT)?)?,
+    let raw = PeerMessageRow {
+        message_id: col(row, at, WHAT)?,
+        conversation_seq: col(row, at + 1, WHAT)?,
+        inbox_seq: col(row, at + 2, WHAT)?,
+        app_id: col(row, at + 3, WHAT)?,
         sender: col(row, at + 4, WHAT)?,
         receiver: col(row, at + 5, WHAT)?,
-        kind: small_from_sql(col(row, at + 6, WHAT)?, "kind")?,
+        kind: i64::from(col::<i16>(row, at + 6, WHAT)?),
         body: text_col(row, at + 7, WHAT)?,
-        local_message_id: local_from_sql(col(row, at + 8, WHAT)?),
+        local_message_id: col(row, at + 8, WHAT)?,
         timestamp_ms: col(row, at + 9, WHAT)?,
-        priority: small_from_sql(col(row, at + 10, WHAT)?, "priority")?,
-    })
+        priority: i64::from(col::<i16>(row, at + 10, WHAT)?),
+    };
+    Ok(raw.into_stored()?)
 }

@@ -14,45 +14,21 @@
 //! Locks (see the crate docs): app → user → room, each taken at most once per
 //! transaction in that order, so concurrent nodes cannot deadlock on them.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
+use confab_store::backend::{
+    HistoryRow, Member, RoomMessageRow, RoomRow, app_from_sql, appended_room, clamp_to_sql,
+    conversation_pair, history_bounds, limit_to_sql, local_to_sql, room_vanished, seq_from_sql,
+};
 use confab_store::{
     AppendedRoom, AttributeChange, AttributesChanged, Conversation, ExpiredMember, HistoryMessage,
     HistoryQuery, Joined, Left, MemberRecord, NewRoom, NewRoomMessage, RoomError, RoomLimits,
-    RoomRecord, StoreError, StoredRoomMessage,
+    RoomRecord, StoredAttribute, StoredRoomMessage, initial_attributes,
 };
 use tokio_postgres::Row;
 
 use crate::pool::Conn;
-use crate::{
-    Fail, app_from_sql, clamp_to_sql, col, limit_to_sql, local_from_sql, local_to_sql,
-    seq_from_sql, small_from_sql, text_col,
-};
-
-/// The most messages one history page holds.
-const MAX_HISTORY_PAGE: usize = 100;
-
-/// A user in a room of an app: the key of a membership.
-#[derive(Debug)]
-pub(crate) struct Member {
-    app_id: u32,
-    room_id: String,
-    user_id: String,
-}
-
-impl Member {
-    pub(crate) fn new(app_id: u32, room_id: &str, user_id: &str) -> Self {
-        Self {
-            app_id,
-            room_id: room_id.to_owned(),
-            user_id: user_id.to_owned(),
-        }
-    }
-
-    fn app(&self) -> i64 {
-        i64::from(self.app_id)
-    }
-}
+use crate::{Fail, col, text_col};
 
 /// The arguments of a join.
 #[derive(Debug)]
@@ -61,14 +37,6 @@ pub(crate) struct JoinArgs {
     pub(crate) user_name: String,
     pub(crate) now_ms: i64,
     pub(crate) limits: RoomLimits,
-}
-
-/// One stored attribute.
-#[derive(Debug, Clone)]
-struct Attribute {
-    value: String,
-    owner: String,
-    delete_after_owner_left: bool,
 }
 
 // ---------------------------------------------------------------------------------
@@ -95,27 +63,10 @@ pub(crate) async fn create_room(
         0,
         "create room: count the app's rooms",
     )?;
-    if rooms >= i64::from(limits.max_rooms_per_app) {
-        return Err(RoomError::AppRoomLimit(limits.max_rooms_per_app).into());
-    }
+    limits.check_app_rooms(rooms)?;
     lock_user(c, app, &room.creator).await?;
-    if user_room_count(c, app, &room.creator).await? >= i64::from(limits.max_rooms_per_user) {
-        return Err(RoomError::UserRoomLimit(limits.max_rooms_per_user).into());
-    }
-    // Initial attributes: a repeated key keeps its last value.
-    let mut attrs = BTreeMap::new();
-    for (key, value) in &room.attributes {
-        attrs.insert(
-            key.clone(),
-            Attribute {
-                value: value.clone(),
-                owner: room.creator.clone(),
-                delete_after_owner_left: false,
-            },
-        );
-    }
-    let touched: BTreeSet<String> = attrs.keys().cloned().collect();
-    limits.check_attributes(&attrs, |a| a.value.as_str(), &touched)?;
+    limits.check_user_rooms(user_room_count(c, app, &room.creator).await?)?;
+    let attrs = initial_attributes(&room.creator, room.attributes.iter().cloned(), limits)?;
 
     let inserted = c
         .query_opt(
@@ -151,12 +102,12 @@ pub(crate) async fn create_room(
     }
     read_room(c, room.app_id, &room.room_id)
         .await?
-        .ok_or_else(|| vanished(&room.room_id))
+        .ok_or_else(|| room_vanished(&room.room_id).into())
 }
 
 pub(crate) async fn join_room(c: &mut Conn, a: &JoinArgs) -> Result<Joined, Fail> {
     let m = &a.member;
-    let app = m.app();
+    let app = i64::from(m.app_id);
     lock_user(c, app, &m.user_id).await?;
     let Some(members) = lock_room(c, app, &m.room_id).await? else {
         return Err(RoomError::NotFound.into());
@@ -171,12 +122,9 @@ pub(crate) async fn join_room(c: &mut Conn, a: &JoinArgs) -> Result<Joined, Fail
         .await?;
     let already_member = rejoined > 0;
     if !already_member {
-        if user_room_count(c, app, &m.user_id).await? >= i64::from(a.limits.max_rooms_per_user) {
-            return Err(RoomError::UserRoomLimit(a.limits.max_rooms_per_user).into());
-        }
-        if members >= i64::from(a.limits.max_room_members) {
-            return Err(RoomError::RoomFull(a.limits.max_room_members).into());
-        }
+        a.limits
+            .check_user_rooms(user_room_count(c, app, &m.user_id).await?)?;
+        a.limits.check_room_members(members)?;
         insert_member(c, app, &m.room_id, &m.user_id, &a.user_name, a.now_ms).await?;
         c.execute(
             "join room: count the member",
@@ -188,7 +136,7 @@ pub(crate) async fn join_room(c: &mut Conn, a: &JoinArgs) -> Result<Joined, Fail
     }
     let room = read_room(c, m.app_id, &m.room_id)
         .await?
-        .ok_or_else(|| vanished(&m.room_id))?;
+        .ok_or_else(|| room_vanished(&m.room_id))?;
     Ok(Joined {
         room,
         already_member,
@@ -196,10 +144,11 @@ pub(crate) async fn join_room(c: &mut Conn, a: &JoinArgs) -> Result<Joined, Fail
 }
 
 pub(crate) async fn leave_room(c: &mut Conn, m: &Member, now_ms: i64) -> Result<Left, Fail> {
-    if lock_room(c, m.app(), &m.room_id).await?.is_none() {
+    let app = i64::from(m.app_id);
+    if lock_room(c, app, &m.room_id).await?.is_none() {
         return Err(RoomError::NotFound.into());
     }
-    remove_member(c, m.app(), &m.room_id, &m.user_id, now_ms, None)
+    remove_member(c, app, &m.room_id, &m.user_id, now_ms, None)
         .await?
         .ok_or_else(|| RoomError::NotMember.into())
 }
@@ -254,13 +203,7 @@ pub(crate) async fn expire_members(
         else {
             continue;
         };
-        expired.push(ExpiredMember {
-            app_id: app_from_sql(app)?,
-            room_id,
-            user_id,
-            removed_attributes: left.removed_attributes,
-            room_empty: left.room_empty,
-        });
+        expired.push(left.expired(app_from_sql(app)?, room_id, user_id));
     }
     Ok(expired)
 }
@@ -302,7 +245,7 @@ pub(crate) async fn change_attributes(
     change: &AttributeChange,
     limits: &RoomLimits,
 ) -> Result<AttributesChanged, Fail> {
-    let app = m.app();
+    let app = i64::from(m.app_id);
     // The room's lock serializes its attribute changes: the limits are checked on
     // the set as it is.
     if lock_room(c, app, &m.room_id).await?.is_none() {
@@ -311,69 +254,13 @@ pub(crate) async fn change_attributes(
     if !is_member(c, m).await? {
         return Err(RoomError::NotMember.into());
     }
-    let AttributeChange {
-        set,
-        delete,
-        is_force,
-        is_update_owner,
-        is_delete_after_owner_left,
-    } = change;
-    let mut attrs = load_attributes(c, app, &m.room_id).await?;
-    let mut outcome = AttributesChanged::default();
-    // Keys to write and keys to delete, once the whole request has been applied.
-    let mut written = BTreeSet::new();
-    let mut removed = BTreeSet::new();
-    let refuse = |outcome: &mut AttributesChanged, key: &String| {
-        if !outcome.error_keys.contains(key) {
-            outcome.error_keys.push(key.clone());
-        }
-    };
+    let attrs = load_attributes(c, app, &m.room_id).await?;
+    let plan = change.clone().plan(&m.user_id, attrs, limits)?;
 
-    for (key, value) in set {
-        let (owner, delete_after_owner_left) = match attrs.get(key) {
-            Some(a) if a.owner != m.user_id && !is_force => {
-                refuse(&mut outcome, key);
-                continue;
-            }
-            // Forced onto another's key without taking it over: its owner keeps it,
-            // with the owner's own delete-after-left choice.
-            Some(a) if a.owner != m.user_id && !is_update_owner => {
-                (a.owner.clone(), a.delete_after_owner_left)
-            }
-            _ => (m.user_id.clone(), *is_delete_after_owner_left),
-        };
-        attrs.insert(
-            key.clone(),
-            Attribute {
-                value: value.clone(),
-                owner,
-                delete_after_owner_left,
-            },
-        );
-        removed.remove(key);
-        written.insert(key.clone());
-        outcome.set.push((key.clone(), value.clone()));
+    for (key, attr) in &plan.write {
+        write_attribute(c, app, &m.room_id, key, attr).await?;
     }
-    for key in delete {
-        match attrs.get(key) {
-            None => {}
-            Some(a) if a.owner != m.user_id && !is_force => refuse(&mut outcome, key),
-            Some(_) => {
-                attrs.remove(key);
-                written.remove(key);
-                removed.insert(key.clone());
-                outcome.deleted.push(key.clone());
-            }
-        }
-    }
-    limits.check_attributes(&attrs, |a| a.value.as_str(), &written)?;
-
-    for key in &written {
-        if let Some(attr) = attrs.get(key) {
-            write_attribute(c, app, &m.room_id, key, attr).await?;
-        }
-    }
-    for key in &removed {
+    for key in &plan.delete {
         c.execute(
             "change attributes: delete",
             "DELETE FROM room_attributes WHERE app_id = $1 AND room_id = $2 AND key = $3",
@@ -381,7 +268,7 @@ pub(crate) async fn change_attributes(
         )
         .await?;
     }
-    Ok(outcome)
+    Ok(plan.outcome)
 }
 
 /// Appends a room message, or answers the first one stored under its
@@ -466,17 +353,7 @@ pub(crate) async fn append_room(c: &mut Conn, msg: &NewRoomMessage) -> Result<Ap
     };
     let message_id: i64 = col(&row, 0, "append room message: insert the message")?;
     Ok(AppendedRoom {
-        message: StoredRoomMessage {
-            message_id: seq_from_sql(message_id, "message_id")?,
-            seq: seq_from_sql(seq, "room seq")?,
-            room_id: msg.room_id.clone(),
-            sender: msg.sender.clone(),
-            kind: msg.kind,
-            body: msg.body.clone(),
-            local_message_id: msg.local_message_id,
-            timestamp_ms: msg.timestamp_ms,
-            priority: msg.priority,
-        },
+        message: appended_room(msg.clone(), message_id, seq)?,
         duplicate: false,
     })
 }
@@ -598,11 +475,10 @@ async fn remove_member(
             &[&app, &room_id, &user_id],
         )
         .await?;
-    let mut removed_attributes = rows
+    let removed_attributes = rows
         .iter()
         .map(|row| text_col(row, 0, WHAT))
         .collect::<Result<Vec<String>, Fail>>()?;
-    removed_attributes.sort_unstable();
     // The right-hand sides see the row before the update.
     let remaining: i64 = col(
         &c.query_one(
@@ -617,17 +493,14 @@ async fn remove_member(
         0,
         "leave room: count the member out",
     )?;
-    Ok(Some(Left {
-        removed_attributes,
-        room_empty: remaining == 0,
-    }))
+    Ok(Some(Left::new(removed_attributes, remaining)))
 }
 
 async fn load_attributes(
     c: &mut Conn,
     app: i64,
     room_id: &str,
-) -> Result<BTreeMap<String, Attribute>, Fail> {
+) -> Result<BTreeMap<String, StoredAttribute>, Fail> {
     const WHAT: &str = "read the room's attributes";
     let rows = c
         .query(
@@ -641,7 +514,7 @@ async fn load_attributes(
         .map(|row| {
             Ok((
                 text_col(row, 0, WHAT)?,
-                Attribute {
+                StoredAttribute {
                     value: text_col(row, 1, WHAT)?,
                     owner: col(row, 2, WHAT)?,
                     delete_after_owner_left: col(row, 3, WHAT)?,
@@ -656,7 +529,7 @@ async fn write_attribute(
     app: i64,
     room_id: &str,
     key: &str,
-    attr: &Attribute,
+    attr: &StoredAttribute,
 ) -> Result<(), Fail> {
     c.execute(
         "write an attribute",
@@ -678,31 +551,21 @@ async fn write_attribute(
     Ok(())
 }
 
-fn vanished(room_id: &str) -> Fail {
-    Fail::Store(StoreError::Corrupt(format!(
-        "room {room_id} vanished inside its own write"
-    )))
-}
-
 // ---------------------------------------------------------------------------------
 // Reads (single statements; also used inside writes)
 
 fn room_record(row: &Row) -> Result<RoomRecord, Fail> {
     const WHAT: &str = "read a room";
-    let delay: i64 = col(row, 4, WHAT)?;
-    Ok(RoomRecord {
-        app_id: app_from_sql(col(row, 0, WHAT)?)?,
+    let raw = RoomRow {
+        app_id: col(row, 0, WHAT)?,
         room_id: col(row, 1, WHAT)?,
         room_name: text_col(row, 2, WHAT)?,
         created_ms: col(row, 3, WHAT)?,
-        destroy_delay_secs: u32::try_from(delay).map_err(|_| {
-            Fail::Store(StoreError::Corrupt(format!(
-                "stored destroy_delay_secs {delay} is not a u32"
-            )))
-        })?,
+        destroy_delay_secs: col(row, 4, WHAT)?,
         empty_since_ms: col(row, 5, WHAT)?,
-        seq_head: seq_from_sql(col(row, 6, WHAT)?, "room last_seq")?,
-    })
+        seq_head: col(row, 6, WHAT)?,
+    };
+    Ok(raw.into_record()?)
 }
 
 pub(crate) async fn read_room(
@@ -724,7 +587,7 @@ pub(crate) async fn is_member(c: &mut Conn, m: &Member) -> Result<bool, Fail> {
     Ok(c.query_opt(
         "read a membership",
         "SELECT 1 FROM room_members WHERE app_id = $1 AND room_id = $2 AND user_id = $3",
-        &[&m.app(), &m.room_id, &m.user_id],
+        &[&i64::from(m.app_id), &m.room_id, &m.user_id],
     )
     .await?
     .is_some())
@@ -776,7 +639,7 @@ pub(crate) async fn member_count(c: &mut Conn, app_id: u32, room_id: &str) -> Re
         )
         .await?
     {
-        Some(row) => seq_from_sql(col(&row, 0, WHAT)?, "member_count"),
+        Some(row) => Ok(seq_from_sql(col(&row, 0, WHAT)?, "member_count")?),
         None => Ok(0),
     }
 }
@@ -870,18 +733,11 @@ macro_rules! room_history {
 
 pub(crate) async fn history(c: &mut Conn, q: &HistoryQuery) -> Result<Vec<HistoryMessage>, Fail> {
     const WHAT: &str = "read history";
-    let count = limit_to_sql(q.count.clamp(1, MAX_HISTORY_PAGE));
-    // Forward: seq > anchor (none = from the start). Reverse: seq < anchor (none =
-    // from the newest). Anchors beyond i64 are beyond every stored seq.
-    let anchor = match (q.reverse, q.anchor) {
-        (false, a) => clamp_to_sql(a.unwrap_or(0)),
-        (true, Some(a)) => clamp_to_sql(a),
-        (true, None) => i64::MAX,
-    };
+    let (anchor, count) = history_bounds(q);
     let app = i64::from(q.app_id);
     let rows = match &q.conversation {
         Conversation::Peer(x, y) => {
-            let (a, b) = if x <= y { (x, y) } else { (y, x) };
+            let (a, b) = conversation_pair(x, y);
             let sql = if q.reverse {
                 concat!(
                     peer_history!(),
@@ -893,7 +749,7 @@ pub(crate) async fn history(c: &mut Conn, q: &HistoryQuery) -> Result<Vec<Histor
                     " AND conversation_seq > $4 ORDER BY conversation_seq ASC LIMIT $5"
                 )
             };
-            c.query(WHAT, sql, &[&app, a, b, &anchor, &count]).await?
+            c.query(WHAT, sql, &[&app, &a, &b, &anchor, &count]).await?
         }
         Conversation::Room(room_id) => {
             let sql = if q.reverse {
@@ -907,17 +763,18 @@ pub(crate) async fn history(c: &mut Conn, q: &HistoryQuery) -> Result<Vec<Histor
     };
     rows.iter()
         .map(|row| {
-            Ok(HistoryMessage {
-                message_id: seq_from_sql(col(row, 0, WHAT)?, "message_id")?,
-                seq: seq_from_sql(col(row, 1, WHAT)?, "seq")?,
+            let raw = HistoryRow {
+                message_id: col(row, 0, WHAT)?,
+                seq: col(row, 1, WHAT)?,
                 sender: col(row, 2, WHAT)?,
                 target: col(row, 3, WHAT)?,
-                kind: small_from_sql(col(row, 4, WHAT)?, "kind")?,
+                kind: i64::from(col::<i16>(row, 4, WHAT)?),
                 body: text_col(row, 5, WHAT)?,
-                local_message_id: local_from_sql(col(row, 6, WHAT)?),
+                local_message_id: col(row, 6, WHAT)?,
                 timestamp_ms: col(row, 7, WHAT)?,
-                priority: small_from_sql(col(row, 8, WHAT)?, "priority")?,
-            })
+                priority: i64::from(col::<i16>(row, 8, WHAT)?),
+            };
+            Ok(raw.into_message()?)
         })
         .collect()
 }
@@ -925,15 +782,16 @@ pub(crate) async fn history(c: &mut Conn, q: &HistoryQuery) -> Result<Vec<Histor
 /// A room message from the [`room_message_columns`] of `row`.
 fn stored_room(row: &Row) -> Result<StoredRoomMessage, Fail> {
     const WHAT: &str = "read a room message";
-    Ok(StoredRoomMessage {
-        message_id: seq_from_sql(col(row, 0, WHAT)?, "message_id")?,
-        seq: seq_from_sql(col(row, 1, WHAT)?, "room seq")?,
+    let raw = RoomMessageRow {
+        message_id: col(row, 0, WHAT)?,
+        seq: col(row, 1, WHAT)?,
         room_id: col(row, 2, WHAT)?,
         sender: col(row, 3, WHAT)?,
-        kind: small_from_sql(col(row, 4, WHAT)?, "kind")?,
+        kind: i64::from(col::<i16>(row, 4, WHAT)?),
         body: text_col(row, 5, WHAT)?,
-        local_message_id: local_from_sql(col(row, 6, WHAT)?),
+        local_message_id: col(row, 6, WHAT)?,
         timestamp_ms: col(row, 7, WHAT)?,
-        priority: small_from_sql(col(row, 8, WHAT)?, "priority")?,
-    })
+        priority: i64::from(col::<i16>(row, 8, WHAT)?),
+    };
+    Ok(raw.into_stored()?)
 }

@@ -6,6 +6,8 @@
 //! passes. Nothing outside backend crates and the one place that picks a backend
 //! names a database.
 
+#[doc(hidden)]
+pub mod backend;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 mod rooms;
@@ -18,6 +20,8 @@ pub use rooms::{
     HistoryQuery, Joined, Left, MemberRecord, NewRoom, NewRoomMessage, RoomError, RoomLimits,
     RoomRecord, StoredRoomMessage,
 };
+#[doc(hidden)]
+pub use rooms::{AttributePlan, StoredAttribute, initial_attributes};
 pub use sqlite::{SqliteConfig, SqliteStore, WriterStats};
 
 /// A configured app, as the store keeps it.

@@ -17,7 +17,10 @@
 //!   the keys the request sets (non-empty, key and value sizes), and, when it sets
 //!   any, for the whole set (key count and total bytes). A request that only
 //!   deletes is never refused for size. Deleting a key that does not exist is a
-//!   no-op: the key is neither `deleted` nor an error key.
+//!   no-op: the key is neither `deleted` nor an error key. These rules, and who may
+//!   set, overwrite or delete a key, are code that every backend shares
+//!   ([`AttributeChange::plan`], [`initial_attributes`], [`RoomLimits`]'s checks):
+//!   this module reads the rows they decide on and writes what they decide.
 //! - `expire_members` removes each member as `leave_room` at time `cutoff_ms` would:
 //!   a room it leaves empty gets `empty_since_ms = cutoff_ms` (the store has no
 //!   clock of its own; the destroy delay counts from the cutoff).
@@ -25,35 +28,21 @@
 //!   none); its messages stay for history and retention, its seq counter stays so
 //!   that a re-created roomID continues its seqs.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use rusqlite::{Connection, OptionalExtension, Row, ToSql, params, params_from_iter};
 
-use super::{app_from_sql, db, local_from_sql, local_to_sql, next_message_id, seq_from_sql};
+use super::db;
+use super::peer::{bump_counter, next_message_id};
+use crate::backend::{
+    HistoryRow, Member, RoomMessageRow, RoomRow, app_from_sql, appended_room, clamp_to_sql,
+    conversation_pair, history_bounds, limit_to_sql, local_to_sql, room_vanished, seq_from_sql,
+};
 use crate::{
     AppendedRoom, AttributeChange, AttributesChanged, Conversation, ExpiredMember, HistoryMessage,
     HistoryQuery, Joined, Left, MemberRecord, NewRoom, NewRoomMessage, RoomError, RoomLimits,
-    RoomRecord, StoreError, StoredRoomMessage,
+    RoomRecord, StoreError, StoredAttribute, StoredRoomMessage, initial_attributes,
 };
-
-/// A user in a room of an app: the key of a membership.
-#[derive(Debug)]
-pub(super) struct Member {
-    pub(super) app_id: u32,
-    pub(super) room_id: String,
-    pub(super) user_id: String,
-}
-
-/// One stored attribute.
-#[derive(Debug, Clone)]
-struct Attribute {
-    value: String,
-    owner: String,
-    delete_after_owner_left: bool,
-}
-
-/// The most messages one history page holds.
-const MAX_HISTORY_PAGE: usize = 100;
 
 // ---------------------------------------------------------------------------------
 // Writes (run on the writer thread)
@@ -80,26 +69,9 @@ pub(super) fn create_room(
         .prepare_cached("SELECT count(*) FROM rooms WHERE app_id = ?1")
         .and_then(|mut s| s.query_row([app_id], |r| r.get(0)))
         .map_err(db("create room: count the app's rooms"))?;
-    if rooms >= i64::from(limits.max_rooms_per_app) {
-        return Err(RoomError::AppRoomLimit(limits.max_rooms_per_app));
-    }
-    if user_room_count(conn, app_id, &creator)? >= i64::from(limits.max_rooms_per_user) {
-        return Err(RoomError::UserRoomLimit(limits.max_rooms_per_user));
-    }
-    // Initial attributes: a repeated key keeps its last value.
-    let mut attrs = BTreeMap::new();
-    for (key, value) in attributes {
-        attrs.insert(
-            key,
-            Attribute {
-                value,
-                owner: creator.clone(),
-                delete_after_owner_left: false,
-            },
-        );
-    }
-    let touched: BTreeSet<String> = attrs.keys().cloned().collect();
-    limits.check_attributes(&attrs, |a| a.value.as_str(), &touched)?;
+    limits.check_app_rooms(rooms)?;
+    limits.check_user_rooms(user_room_count(conn, app_id, &creator)?)?;
+    let attrs = initial_attributes(&creator, attributes, limits)?;
 
     conn.prepare_cached(
         "INSERT INTO rooms (app_id, room_id, room_name, created_ms, destroy_delay_secs,
@@ -120,7 +92,7 @@ pub(super) fn create_room(
     for (key, attr) in &attrs {
         write_attribute(conn, app_id, &room_id, key, attr)?;
     }
-    Ok(read_room(conn, app_id, &room_id)?.ok_or_else(|| vanished(&room_id))?)
+    Ok(read_room(conn, app_id, &room_id)?.ok_or_else(|| room_vanished(&room_id))?)
 }
 
 pub(super) fn join_room(
@@ -142,12 +114,8 @@ pub(super) fn join_room(
         .map_err(db("join room: mark the member online"))?;
     let already_member = rejoined > 0;
     if !already_member {
-        if user_room_count(conn, m.app_id, &m.user_id)? >= i64::from(limits.max_rooms_per_user) {
-            return Err(RoomError::UserRoomLimit(limits.max_rooms_per_user));
-        }
-        if members >= i64::from(limits.max_room_members) {
-            return Err(RoomError::RoomFull(limits.max_room_members));
-        }
+        limits.check_user_rooms(user_room_count(conn, m.app_id, &m.user_id)?)?;
+        limits.check_room_members(members)?;
         insert_member(conn, m.app_id, &m.room_id, &m.user_id, user_name, now_ms)?;
         conn.prepare_cached(
             "UPDATE rooms SET member_count = member_count + 1, empty_since_ms = NULL
@@ -156,7 +124,7 @@ pub(super) fn join_room(
         .and_then(|mut s| s.execute(params![m.app_id, m.room_id]))
         .map_err(db("join room: count the member"))?;
     }
-    let room = read_room(conn, m.app_id, &m.room_id)?.ok_or_else(|| vanished(&m.room_id))?;
+    let room = read_room(conn, m.app_id, &m.room_id)?.ok_or_else(|| room_vanished(&m.room_id))?;
     Ok(Joined {
         room,
         already_member,
@@ -205,13 +173,7 @@ pub(super) fn expire_members(
             remove_member(conn, app_id, &room_id, &user_id, cutoff_ms)?.ok_or_else(|| {
                 StoreError::Corrupt(format!("member {user_id} of {room_id} vanished"))
             })?;
-        expired.push(ExpiredMember {
-            app_id,
-            room_id,
-            user_id,
-            removed_attributes: left.removed_attributes,
-            room_empty: left.room_empty,
-        });
+        expired.push(left.expired(app_id, room_id, user_id));
     }
     Ok(expired)
 }
@@ -255,74 +217,20 @@ pub(super) fn change_attributes(
     limits: &RoomLimits,
 ) -> Result<AttributesChanged, RoomError> {
     require_member(conn, m)?;
-    let AttributeChange {
-        set,
-        delete,
-        is_force,
-        is_update_owner,
-        is_delete_after_owner_left,
-    } = change;
-    let mut attrs = load_attributes(conn, m.app_id, &m.room_id)?;
-    let mut outcome = AttributesChanged::default();
-    // Keys to write and keys to delete, once the whole request has been applied.
-    let mut written = BTreeSet::new();
-    let mut removed = BTreeSet::new();
-    let refuse = |outcome: &mut AttributesChanged, key: String| {
-        if !outcome.error_keys.contains(&key) {
-            outcome.error_keys.push(key);
-        }
-    };
+    let attrs = load_attributes(conn, m.app_id, &m.room_id)?;
+    let plan = change.plan(&m.user_id, attrs, limits)?;
 
-    for (key, value) in set {
-        let (owner, delete_after_owner_left) = match attrs.get(&key) {
-            Some(a) if a.owner != m.user_id && !is_force => {
-                refuse(&mut outcome, key);
-                continue;
-            }
-            // Forced onto another's key without taking it over: its owner keeps it,
-            // with the owner's own delete-after-left choice.
-            Some(a) if a.owner != m.user_id && !is_update_owner => {
-                (a.owner.clone(), a.delete_after_owner_left)
-            }
-            _ => (m.user_id.clone(), is_delete_after_owner_left),
-        };
-        attrs.insert(
-            key.clone(),
-            Attribute {
-                value: value.clone(),
-                owner,
-                delete_after_owner_left,
-            },
-        );
-        removed.remove(&key);
-        written.insert(key.clone());
-        outcome.set.push((key, value));
+    for (key, attr) in &plan.write {
+        write_attribute(conn, m.app_id, &m.room_id, key, attr)?;
     }
-    for key in delete {
-        match attrs.get(&key) {
-            None => {}
-            Some(a) if a.owner != m.user_id && !is_force => refuse(&mut outcome, key),
-            Some(_) => {
-                attrs.remove(&key);
-                written.remove(&key);
-                removed.insert(key.clone());
-                outcome.deleted.push(key);
-            }
-        }
-    }
-    limits.check_attributes(&attrs, |a| a.value.as_str(), &written)?;
-
-    for key in &written {
-        write_attribute(conn, m.app_id, &m.room_id, key, &attrs[key])?;
-    }
-    for key in &removed {
+    for key in &plan.delete {
         conn.prepare_cached(
             "DELETE FROM room_attributes WHERE app_id = ?1 AND room_id = ?2 AND key = ?3",
         )
         .and_then(|mut s| s.execute(params![m.app_id, m.room_id, key]))
         .map_err(db("change attributes: delete"))?;
     }
-    Ok(outcome)
+    Ok(plan.outcome)
 }
 
 pub(super) fn append_room(
@@ -338,7 +246,7 @@ pub(super) fn append_room(
              WHERE app_id = ?1 AND sender = ?2 AND local_message_id = ?3"
         ))
         .and_then(|mut s| {
-            s.query_row(params![msg.app_id, msg.sender, local], RawRoomMessage::read)
+            s.query_row(params![msg.app_id, msg.sender, local], read_room_message)
                 .optional()
         })
         .map_err(db("append room message: look for a previous send"))?;
@@ -348,15 +256,8 @@ pub(super) fn append_room(
             duplicate: true,
         });
     }
-    require_member(
-        conn,
-        &Member {
-            app_id: msg.app_id,
-            room_id: msg.room_id.clone(),
-            user_id: msg.sender.clone(),
-        },
-    )?;
-    let seq = super::bump_counter(
+    require_member(conn, &Member::new(msg.app_id, &msg.room_id, &msg.sender))?;
+    let seq = bump_counter(
         conn,
         "INSERT INTO room_seqs (app_id, room_id, last_seq) VALUES (?1, ?2, 1)
          ON CONFLICT (app_id, room_id) DO UPDATE SET last_seq = last_seq + 1",
@@ -386,17 +287,7 @@ pub(super) fn append_room(
     })
     .map_err(db("append room message: insert the message"))?;
     Ok(AppendedRoom {
-        message: StoredRoomMessage {
-            message_id: seq_from_sql(message_id, "message_id")?,
-            seq: seq_from_sql(seq, "room seq")?,
-            room_id: msg.room_id,
-            sender: msg.sender,
-            kind: msg.kind,
-            body: msg.body,
-            local_message_id: msg.local_message_id,
-            timestamp_ms: msg.timestamp_ms,
-            priority: msg.priority,
-        },
+        message: appended_room(msg, message_id, seq)?,
         duplicate: false,
     })
 }
@@ -472,7 +363,7 @@ fn remove_member(
     if gone == 0 {
         return Ok(None);
     }
-    let mut removed_attributes: Vec<String> = conn
+    let removed_attributes: Vec<String> = conn
         .prepare_cached(
             "DELETE FROM room_attributes
              WHERE app_id = ?1 AND room_id = ?2 AND owner = ?3 AND delete_after_owner_left = 1
@@ -483,7 +374,6 @@ fn remove_member(
                 .collect()
         })
         .map_err(db("leave room: delete the member's attributes"))?;
-    removed_attributes.sort_unstable();
     // The right-hand sides see the row before the update.
     let remaining: i64 = conn
         .prepare_cached(
@@ -494,17 +384,14 @@ fn remove_member(
         )
         .and_then(|mut s| s.query_row(params![app_id, room_id, now_ms], |r| r.get(0)))
         .map_err(db("leave room: count the member out"))?;
-    Ok(Some(Left {
-        removed_attributes,
-        room_empty: remaining == 0,
-    }))
+    Ok(Some(Left::new(removed_attributes, remaining)))
 }
 
 fn load_attributes(
     conn: &Connection,
     app_id: u32,
     room_id: &str,
-) -> Result<BTreeMap<String, Attribute>, StoreError> {
+) -> Result<BTreeMap<String, StoredAttribute>, StoreError> {
     conn.prepare_cached(
         "SELECT key, value, owner, delete_after_owner_left FROM room_attributes
          WHERE app_id = ?1 AND room_id = ?2",
@@ -513,7 +400,7 @@ fn load_attributes(
         s.query_map(params![app_id, room_id], |r| {
             Ok((
                 r.get(0)?,
-                Attribute {
+                StoredAttribute {
                     value: r.get(1)?,
                     owner: r.get(2)?,
                     delete_after_owner_left: r.get(3)?,
@@ -530,7 +417,7 @@ fn write_attribute(
     app_id: u32,
     room_id: &str,
     key: &str,
-    attr: &Attribute,
+    attr: &StoredAttribute,
 ) -> Result<(), StoreError> {
     conn.prepare_cached(
         "INSERT INTO room_attributes (app_id, room_id, key, value, owner, delete_after_owner_left)
@@ -553,10 +440,6 @@ fn write_attribute(
     Ok(())
 }
 
-fn vanished(room_id: &str) -> StoreError {
-    StoreError::Corrupt(format!("room {room_id} vanished inside its own write"))
-}
-
 // ---------------------------------------------------------------------------------
 // Reads (on a read connection, or on the writer inside a write)
 
@@ -564,44 +447,17 @@ const ROOM_SELECT: &str = "SELECT r.app_id, r.room_id, r.room_name, r.created_ms
      r.destroy_delay_secs, r.empty_since_ms, coalesce(s.last_seq, 0) \
      FROM rooms r LEFT JOIN room_seqs s ON s.app_id = r.app_id AND s.room_id = r.room_id";
 
-/// A room row selected with [`ROOM_SELECT`], before range checks.
-struct RawRoom {
-    app_id: i64,
-    room_id: String,
-    room_name: String,
-    created_ms: i64,
-    destroy_delay_secs: i64,
-    empty_since_ms: Option<i64>,
-    seq_head: i64,
-}
-
-impl RawRoom {
-    fn read(row: &Row<'_>) -> rusqlite::Result<Self> {
-        Ok(Self {
-            app_id: row.get(0)?,
-            room_id: row.get(1)?,
-            room_name: row.get(2)?,
-            created_ms: row.get(3)?,
-            destroy_delay_secs: row.get(4)?,
-            empty_since_ms: row.get(5)?,
-            seq_head: row.get(6)?,
-        })
-    }
-
-    fn into_record(self) -> Result<RoomRecord, StoreError> {
-        let delay = self.destroy_delay_secs;
-        Ok(RoomRecord {
-            app_id: app_from_sql(self.app_id)?,
-            room_id: self.room_id,
-            room_name: self.room_name,
-            created_ms: self.created_ms,
-            destroy_delay_secs: u32::try_from(delay).map_err(|_| {
-                StoreError::Corrupt(format!("stored destroy_delay_secs {delay} is not a u32"))
-            })?,
-            empty_since_ms: self.empty_since_ms,
-            seq_head: seq_from_sql(self.seq_head, "room last_seq")?,
-        })
-    }
+/// Reads a room row selected with [`ROOM_SELECT`].
+fn read_room_row(row: &Row<'_>) -> rusqlite::Result<RoomRow> {
+    Ok(RoomRow {
+        app_id: row.get(0)?,
+        room_id: row.get(1)?,
+        room_name: row.get(2)?,
+        created_ms: row.get(3)?,
+        destroy_delay_secs: row.get(4)?,
+        empty_since_ms: row.get(5)?,
+        seq_head: row.get(6)?,
+    })
 }
 
 pub(super) fn read_room(
@@ -613,11 +469,11 @@ pub(super) fn read_room(
         "{ROOM_SELECT} WHERE r.app_id = ?1 AND r.room_id = ?2"
     ))
     .and_then(|mut s| {
-        s.query_row(params![app_id, room_id], RawRoom::read)
+        s.query_row(params![app_id, room_id], read_room_row)
             .optional()
     })
     .map_err(db("read a room"))?
-    .map(RawRoom::into_record)
+    .map(RoomRow::into_record)
     .transpose()
 }
 
@@ -640,7 +496,7 @@ pub(super) fn room_members(
     if limit == 0 {
         return Ok(Vec::new());
     }
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let limit = limit_to_sql(limit);
     // `?3 IS NULL OR user_id > ?3`: one cached statement for the first and later pages.
     conn.prepare_cached(
         "SELECT user_id, user_name, joined_ms FROM room_members
@@ -676,18 +532,18 @@ pub(super) fn user_rooms(
     app_id: u32,
     user_id: &str,
 ) -> Result<Vec<RoomRecord>, StoreError> {
-    let rows: Vec<RawRoom> = conn
+    let rows: Vec<RoomRow> = conn
         .prepare_cached(&format!(
             "{ROOM_SELECT} JOIN room_members m ON m.app_id = r.app_id AND m.room_id = r.room_id
              WHERE m.app_id = ?1 AND m.user_id = ?2
              ORDER BY r.room_id"
         ))
         .and_then(|mut s| {
-            s.query_map(params![app_id, user_id], RawRoom::read)?
+            s.query_map(params![app_id, user_id], read_room_row)?
                 .collect()
         })
         .map_err(db("read the user's rooms"))?;
-    rows.into_iter().map(RawRoom::into_record).collect()
+    rows.into_iter().map(RoomRow::into_record).collect()
 }
 
 pub(super) fn room_attributes(
@@ -715,44 +571,36 @@ pub(super) fn room_messages_after(
     if limit == 0 {
         return Ok(Vec::new());
     }
-    let after = i64::try_from(after).unwrap_or(i64::MAX);
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let rows: Vec<RawRoomMessage> = conn
+    let after = clamp_to_sql(after);
+    let limit = limit_to_sql(limit);
+    let rows: Vec<RoomMessageRow> = conn
         .prepare_cached(&format!(
             "SELECT {ROOM_MESSAGE_COLUMNS} FROM room_messages
              WHERE app_id = ?1 AND room_id = ?2 AND seq > ?3
              ORDER BY seq LIMIT ?4"
         ))
         .and_then(|mut s| {
-            s.query_map(params![app_id, room_id, after, limit], RawRoomMessage::read)?
+            s.query_map(params![app_id, room_id, after, limit], read_room_message)?
                 .collect()
         })
         .map_err(db("read room messages"))?;
-    rows.into_iter().map(RawRoomMessage::into_stored).collect()
+    rows.into_iter().map(RoomMessageRow::into_stored).collect()
 }
 
 pub(super) fn history(
     conn: &Connection,
     q: &HistoryQuery,
 ) -> Result<Vec<HistoryMessage>, StoreError> {
-    let count = i64::try_from(q.count.clamp(1, MAX_HISTORY_PAGE)).unwrap_or(1);
-    // Forward: seq > anchor (0 = from the start). Reverse: seq < anchor (none = from
-    // the newest). Anchors beyond i64 are beyond every stored seq.
-    let anchor = q.anchor.map(|a| i64::try_from(a).unwrap_or(i64::MAX));
+    let (anchor, count) = history_bounds(q);
     let (bound, order) = if q.reverse {
         ("<", "DESC")
     } else {
         (">", "ASC")
     };
-    let anchor = match (q.reverse, anchor) {
-        (false, a) => a.unwrap_or(0),
-        (true, Some(a)) => a,
-        (true, None) => i64::MAX,
-    };
     let (a, b);
     let (sql, params): (String, Vec<&dyn ToSql>) = match &q.conversation {
         Conversation::Peer(x, y) => {
-            (a, b) = if x <= y { (x, y) } else { (y, x) };
+            (a, b) = conversation_pair(x, y);
             (
                 format!(
                     "SELECT message_id, conversation_seq, sender, receiver, kind, body,
@@ -762,7 +610,7 @@ pub(super) fn history(
                        AND conversation_seq {bound} ?4
                      ORDER BY conversation_seq {order} LIMIT ?5"
                 ),
-                vec![&q.app_id, a, b, &anchor, &count],
+                vec![&q.app_id, &a, &b, &anchor, &count],
             )
         }
         Conversation::Room(room_id) => (
@@ -776,106 +624,96 @@ pub(super) fn history(
             vec![&q.app_id, room_id, &anchor, &count],
         ),
     };
-    let rows: Vec<RawHistory> = conn
+    let rows: Vec<HistoryRow> = conn
         .prepare_cached(&sql)
         .and_then(|mut s| {
-            s.query_map(params_from_iter(params), RawHistory::read)?
+            s.query_map(params_from_iter(params), read_history)?
                 .collect()
         })
         .map_err(db("read history"))?;
-    rows.into_iter().map(RawHistory::into_message).collect()
+    rows.into_iter().map(HistoryRow::into_message).collect()
 }
 
 const ROOM_MESSAGE_COLUMNS: &str =
     "message_id, seq, room_id, sender, kind, body, local_message_id, timestamp_ms, priority";
 
-fn small(v: i64, what: &str) -> Result<u8, StoreError> {
-    u8::try_from(v).map_err(|_| StoreError::Corrupt(format!("stored {what} {v} is not a u8")))
+/// Reads a row selected with [`ROOM_MESSAGE_COLUMNS`].
+fn read_room_message(row: &Row<'_>) -> rusqlite::Result<RoomMessageRow> {
+    Ok(RoomMessageRow {
+        message_id: row.get(0)?,
+        seq: row.get(1)?,
+        room_id: row.get(2)?,
+        sender: row.get(3)?,
+        kind: row.get(4)?,
+        body: row.get(5)?,
+        local_message_id: row.get(6)?,
+        timestamp_ms: row.get(7)?,
+        priority: row.get(8)?,
+    })
 }
 
-/// A `room_messages` row as SQLite returns it, before range checks.
-struct RawRoomMessage {
-    message_id: i64,
-    seq: i64,
-    room_id: String,
-    sender: String,
-    kind: i64,
-    body: String,
-    local_message_id: i64,
-    timestamp_ms: i64,
-    priority: i64,
+/// Reads a history row (peer or room).
+fn read_history(row: &Row<'_>) -> rusqlite::Result<HistoryRow> {
+    Ok(HistoryRow {
+        message_id: row.get(0)?,
+        seq: row.get(1)?,
+        sender: row.get(2)?,
+        target: row.get(3)?,
+        kind: row.get(4)?,
+        body: row.get(5)?,
+        local_message_id: row.get(6)?,
+        timestamp_ms: row.get(7)?,
+        priority: row.get(8)?,
+    })
 }
 
-impl RawRoomMessage {
-    /// Reads a row selected with [`ROOM_MESSAGE_COLUMNS`].
-    fn read(row: &Row<'_>) -> rusqlite::Result<Self> {
-        Ok(Self {
-            message_id: row.get(0)?,
-            seq: row.get(1)?,
-            room_id: row.get(2)?,
-            sender: row.get(3)?,
-            kind: row.get(4)?,
-            body: row.get(5)?,
-            local_message_id: row.get(6)?,
-            timestamp_ms: row.get(7)?,
-            priority: row.get(8)?,
-        })
-    }
+#[cfg(test)]
+mod tests {
+    use super::super::tests::open;
+    use super::*;
+    use crate::Store;
 
-    fn into_stored(self) -> Result<StoredRoomMessage, StoreError> {
-        Ok(StoredRoomMessage {
-            message_id: seq_from_sql(self.message_id, "message_id")?,
-            seq: seq_from_sql(self.seq, "room seq")?,
-            room_id: self.room_id,
-            sender: self.sender,
-            kind: small(self.kind, "kind")?,
-            body: self.body,
-            local_message_id: local_from_sql(self.local_message_id),
-            timestamp_ms: self.timestamp_ms,
-            priority: small(self.priority, "priority")?,
-        })
-    }
-}
-
-/// A history row (peer or room) as SQLite returns it.
-struct RawHistory {
-    message_id: i64,
-    seq: i64,
-    sender: String,
-    target: String,
-    kind: i64,
-    body: String,
-    local_message_id: i64,
-    timestamp_ms: i64,
-    priority: i64,
-}
-
-impl RawHistory {
-    fn read(row: &Row<'_>) -> rusqlite::Result<Self> {
-        Ok(Self {
-            message_id: row.get(0)?,
-            seq: row.get(1)?,
-            sender: row.get(2)?,
-            target: row.get(3)?,
-            kind: row.get(4)?,
-            body: row.get(5)?,
-            local_message_id: row.get(6)?,
-            timestamp_ms: row.get(7)?,
-            priority: row.get(8)?,
-        })
-    }
-
-    fn into_message(self) -> Result<HistoryMessage, StoreError> {
-        Ok(HistoryMessage {
-            message_id: seq_from_sql(self.message_id, "message_id")?,
-            seq: seq_from_sql(self.seq, "seq")?,
-            sender: self.sender,
-            target: self.target,
-            kind: small(self.kind, "kind")?,
-            body: self.body,
-            local_message_id: local_from_sql(self.local_message_id),
-            timestamp_ms: self.timestamp_ms,
-            priority: small(self.priority, "priority")?,
-        })
+    /// `expire_members` removes a member as a leave at `cutoff_ms` would: a room it
+    /// leaves empty is empty since the cutoff, and its destroy delay counts from there.
+    #[tokio::test]
+    async fn expiry_empties_rooms_as_of_the_cutoff() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(&dir);
+        store
+            .create_room(
+                NewRoom {
+                    app_id: 1,
+                    room_id: "r".into(),
+                    room_name: "R".into(),
+                    creator: "a".into(),
+                    creator_name: "A".into(),
+                    attributes: vec![],
+                    destroy_delay_secs: 10,
+                    now_ms: 1_000,
+                },
+                RoomLimits::default(),
+            )
+            .await
+            .expect("create");
+        store
+            .set_member_offline(1, "a", Some(2_000))
+            .await
+            .expect("offline");
+        let expired = store.expire_members(50_000).await.expect("expire");
+        assert_eq!(expired.len(), 1);
+        assert!(expired[0].room_empty);
+        let room = store.room(1, "r").await.expect("room").expect("exists");
+        assert_eq!(room.empty_since_ms, Some(50_000));
+        assert!(
+            store
+                .destroy_empty_rooms(59_999)
+                .await
+                .expect("destroy")
+                .is_empty()
+        );
+        assert_eq!(
+            store.destroy_empty_rooms(60_000).await.expect("destroy"),
+            vec![(1, "r".to_owned())]
+        );
     }
 }
