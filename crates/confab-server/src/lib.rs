@@ -16,6 +16,8 @@ mod http;
 mod http_error;
 mod hub;
 mod logs;
+#[cfg(test)]
+mod no_import_loops;
 mod rooms;
 mod send;
 mod sequencer;

@@ -35,7 +35,7 @@ use std::collections::BTreeSet;
 use crate::envelope::{Envelope, user_topic};
 use crate::hub::{Event, SessionLink};
 use crate::send::{self, Outgoing, StoredSends, Target};
-use crate::state::{App, ConnectionGuard, Metrics};
+use crate::state::{App, ConnectionGuard, Metrics, Shared};
 use crate::validate;
 use crate::wire::wire_peer;
 use confab_conn::outbox::{self, Class, Outbox, Slow};
@@ -71,10 +71,11 @@ struct LoggedIn {
 /// future (which every idle connection keeps) holds the halves only, not the
 /// socket it was given as well.
 pub(crate) fn run(
-    shared: ConnectionGuard,
+    connection: ConnectionGuard,
     mut stream: SocketReader,
     sink: ws::SocketWriter,
 ) -> impl Future<Output = ()> + Send {
+    let shared = Arc::clone(&connection);
     let limits = &shared.config.limits;
     let (outbox, closer) = outbox::start(
         sink,
@@ -119,13 +120,16 @@ pub(crate) fn run(
             ))
             .await;
         }
+        // Only now, with the socket written and closed, is the connection
+        // gone: a server that waits for its connections to end (shutdown)
+        // must not exit under a `disconnect` push still being written.
+        drop(connection);
     }
 }
 
 struct Session {
     id: u64,
-    /// The shared state, through this connection's place in the count.
-    shared: ConnectionGuard,
+    shared: Arc<Shared>,
     outbox: Outbox,
     login: Option<LoggedIn>,
     /// Publications and kills from the hub (see [`Event`]).
