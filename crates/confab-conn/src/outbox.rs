@@ -4,12 +4,31 @@
 //! The writer task runs only while the connection is writing: it parks soon
 //! after its last write (50 ms, or a second on a busy connection), leaving the
 //! socket's write half and the queue in the outbox, and the next queued item
-//! starts it again. An idle connection keeps one task (its session), not two.
+//! starts it again. An idle connection keeps one task (its reader's owner),
+//! not two.
 //!
-//! Invariant: nothing grows without bound. When the queue is full the producer
-//! learns it ([`Slow`]) and disconnects the client as a slow consumer; unstored
-//! pushes are shed earlier, by priority (Barrage, then Low, then Medium), so a
-//! struggling receiver loses decoration before it loses the connection.
+//! Contract:
+//! - **Bounds**: nothing grows without bound. When the queue is full in frames
+//!   or bytes, [`Outbox::push`] says so ([`Slow`]) and the owner decides (a
+//!   chat session disconnects the client as a slow consumer); a frame of
+//!   [`Class::ShedAt`] is dropped earlier, from its fill level on, so a
+//!   struggling peer loses what matters least first.
+//! - **Order**: frames leave in the order they were queued, pings and pongs
+//!   among them; [`Outbox::close`] queues the close frame after everything
+//!   queued before it; [`Outbox::abort`] drops what is queued and sends the
+//!   close frame now (a peer that does not read never drains its queue).
+//! - **Waiting**: [`Outbox::push_paced`] and [`Outbox::close`] wait for room,
+//!   woken by the writer when it takes items off the queue (no polling), for
+//!   at most their patience.
+//! - **Close**: [`Closer::finish`] returns once writing is over: what was
+//!   queued is written and a close frame sent, or the socket is shut down once
+//!   every producer is gone, or the writer gave up on a failed socket.
+//! - **Idle memory**: a parked writer keeps the socket's write half (no write
+//!   buffer), an empty queue (no slots) and no waker.
+//! - **Cancel safety**: a future of [`Outbox::push_paced`] or
+//!   [`Outbox::close`] dropped before it finishes has queued nothing (or the
+//!   whole item); the writer finishes a frame a cancelled flush left
+//!   part-written before the next one.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -147,7 +166,7 @@ pub struct Outbox {
     max_bytes: usize,
 }
 
-/// The session's hold on the writing side: it waits, at the end, until what was
+/// The owner's hold on the writing side: it waits, at the end, until what was
 /// queued is written and the socket closed ([`Closer::finish`]).
 #[derive(Debug)]
 pub struct Closer {
@@ -561,5 +580,181 @@ impl Drop for WriterEnded {
             self.shared.writer_changed.notify_waiters();
             self.shared.room_freed.notify_waiters();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use futures_util::StreamExt;
+    use tokio_tungstenite::WebSocketStream;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    use super::*;
+    use crate::ws::split_io;
+
+    type Client = WebSocketStream<tokio::io::DuplexStream>;
+
+    /// An outbox on one end of a pipe of `pipe` bytes, and a WebSocket client
+    /// on the other.
+    async fn outbox_and_client(
+        frames: usize,
+        bytes: usize,
+        pipe: usize,
+    ) -> (Outbox, Closer, Client) {
+        let (client, server) = tokio::io::duplex(pipe);
+        let (_reader, writer) = split_io(server, 1 << 20);
+        let (outbox, closer) = start(writer, frames, bytes);
+        let client = WebSocketStream::from_raw_socket(client, Role::Client, None).await;
+        (outbox, closer, client)
+    }
+
+    fn text(s: &str) -> Utf8Bytes {
+        Utf8Bytes::from(s.to_owned())
+    }
+
+    async fn next_text(client: &mut Client) -> String {
+        loop {
+            match client.next().await.expect("a message").expect("a frame") {
+                Message::Text(t) => return t.as_str().to_owned(),
+                Message::Ping(_) | Message::Pong(_) => {}
+                other => panic!("expected text, got {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn frames_leave_in_order_and_the_close_after_them() {
+        let (outbox, closer, mut client) = outbox_and_client(64, 1 << 20, 1 << 16).await;
+        for i in 0..20 {
+            assert_eq!(outbox.push(text(&format!("m{i}")), Class::Keep), Ok(true));
+        }
+        outbox.close(4000, "bye".into()).await;
+        drop(outbox);
+        for i in 0..20 {
+            assert_eq!(next_text(&mut client).await, format!("m{i}"));
+        }
+        match client.next().await.expect("close").expect("frame") {
+            Message::Close(Some(frame)) => {
+                assert_eq!(u16::from(frame.code), 4000);
+                assert_eq!(frame.reason.as_str(), "bye");
+            }
+            other => panic!("expected the close frame, got {other:?}"),
+        }
+        tokio::time::timeout(Duration::from_secs(5), closer.finish())
+            .await
+            .expect("finish returns once the close frame is written");
+    }
+
+    /// A peer that does not read: the pipe fills, then the queue; a frame past
+    /// the bound is refused, and a sheddable one is dropped before that.
+    #[tokio::test(start_paused = true)]
+    async fn a_full_queue_refuses_and_sheds_by_fill_level() {
+        let (outbox, _closer, _client) = outbox_and_client(4, 1 << 20, 64).await;
+        // The writer takes the first frames into the pipe until it is full.
+        let mut queued = 0;
+        while outbox.fill_percent() < 50 {
+            assert_eq!(outbox.push(text(&"x".repeat(100)), Class::Keep), Ok(true));
+            queued += 1;
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            assert!(queued < 100, "the queue never filled");
+        }
+        assert_eq!(
+            outbox.push(text("low"), Class::ShedAt(50)),
+            Ok(false),
+            "shed at half full"
+        );
+        while outbox.push(text("keep"), Class::Keep).is_ok() {
+            queued += 1;
+            assert!(queued < 100, "the bound never held");
+        }
+        assert_eq!(outbox.push(text("more"), Class::Keep), Err(Slow));
+        assert!(outbox.fill_percent() <= 100);
+    }
+
+    /// A paced push waits for the writer to free room and is woken by it;
+    /// with nobody reading it gives up after its patience.
+    #[tokio::test(start_paused = true)]
+    async fn a_paced_push_waits_for_room_then_gives_up() {
+        let (outbox, _closer, mut client) = outbox_and_client(1, 1 << 20, 64).await;
+        // Fill the pipe and the one-frame queue.
+        while outbox.push(text(&"y".repeat(100)), Class::Keep).is_ok() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let started = tokio::time::Instant::now();
+        let paced = outbox.push_paced(text("paced"), Duration::from_secs(30));
+        assert_eq!(paced.await, Err(Slow), "nobody reads: no room");
+        assert!(
+            started.elapsed() >= Duration::from_secs(30),
+            "it waited its patience"
+        );
+
+        // Now the client reads: the writer frees room and wakes the producer.
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            while let Some(Ok(Message::Text(t))) = client.next().await {
+                let last = t.as_str() == "paced";
+                got.push(t.as_str().to_owned());
+                if last {
+                    break;
+                }
+            }
+            got
+        });
+        outbox
+            .push_paced(text("paced"), Duration::from_secs(30))
+            .await
+            .expect("room once the client reads");
+        let got = tokio::time::timeout(Duration::from_secs(30), reader)
+            .await
+            .expect("the client gets it")
+            .expect("reader");
+        assert_eq!(got.last().map(String::as_str), Some("paced"));
+    }
+
+    /// An abort skips what is queued: the close frame goes first.
+    #[tokio::test]
+    async fn an_abort_drops_the_queue_and_closes_now() {
+        let (outbox, closer, mut client) = outbox_and_client(1024, 1 << 20, 64).await;
+        for _ in 0..200 {
+            let _ = outbox.push(text(&"z".repeat(100)), Class::Keep);
+        }
+        outbox.abort(4005, "slow".into());
+        drop(outbox);
+        let mut texts = 0;
+        loop {
+            match client.next().await {
+                Some(Ok(Message::Text(_))) => texts += 1,
+                Some(Ok(Message::Close(Some(frame)))) => {
+                    assert_eq!(u16::from(frame.code), 4005);
+                    break;
+                }
+                other => panic!("expected frames then the close, got {other:?}"),
+            }
+        }
+        assert!(
+            texts < 200,
+            "the queue was dropped, not written ({texts} frames)"
+        );
+        tokio::time::timeout(Duration::from_secs(5), closer.finish())
+            .await
+            .expect("finish after the abort");
+    }
+
+    /// An idle writer parks (its task ends) and the next frame starts it again.
+    #[tokio::test(start_paused = true)]
+    async fn a_parked_writer_starts_again_for_the_next_frame() {
+        let (outbox, _closer, mut client) = outbox_and_client(8, 1 << 20, 1 << 16).await;
+        assert_eq!(outbox.push(text("first"), Class::Keep), Ok(true));
+        assert_eq!(next_text(&mut client).await, "first");
+        tokio::time::sleep(LINGER * 3).await;
+        assert!(
+            matches!(*outbox.shared.writer(), WriterState::Parked(_)),
+            "idle: the writer parked"
+        );
+        assert_eq!(outbox.push(text("second"), Class::Keep), Ok(true));
+        assert_eq!(next_text(&mut client).await, "second");
     }
 }
