@@ -273,3 +273,60 @@ impl Drop for ConnectionGuard {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared(max_connections: usize, dir: &std::path::Path) -> Arc<Shared> {
+        let mut config = Config::default();
+        config.limits.max_connections = max_connections;
+        let store =
+            confab_store::SqliteStore::open(confab_store::SqliteConfig::new(dir.join("confab.db")))
+                .expect("store");
+        let hub = Arc::new(Hub::new(HashMap::new()));
+        let broker = crate::local_broker(hub.clone());
+        let (_tx, shutdown) = watch::channel(false);
+        Arc::new(Shared::new(
+            config,
+            Vec::new(),
+            Arc::new(store),
+            broker,
+            hub,
+            Arc::new(crate::SystemClock),
+            shutdown,
+        ))
+    }
+
+    /// The count holds the limit, and a connection whose task panics gives
+    /// its place back; the last one to go wakes whoever waits for all to close.
+    #[tokio::test]
+    async fn a_panicking_connection_gives_its_place_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let shared = shared(2, dir.path());
+        let first = ConnectionGuard::open(&shared).expect("first");
+        let second = ConnectionGuard::open(&shared).expect("second");
+        assert_eq!(ConnectionGuard::open(&shared).err(), Some(2), "full");
+        let task = tokio::spawn(async move {
+            let _held = second;
+            panic!("a session's bug");
+        });
+        assert!(task.await.expect_err("it panicked").is_panic());
+        assert_eq!(shared.metrics.connections.load(Ordering::Relaxed), 1);
+        let third = ConnectionGuard::open(&shared).expect("the panicked one's place");
+        assert_eq!(shared.metrics.connections_total.load(Ordering::Relaxed), 3);
+
+        let waiter = {
+            let shared = shared.clone();
+            tokio::spawn(async move { shared.all_closed().await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "two are open");
+        drop(first);
+        drop(third);
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .expect("woken when the last closed")
+            .expect("waiter");
+    }
+}
