@@ -1,13 +1,24 @@
 //! A test server and a protocol-level WebSocket client.
+//!
+//! A [`TestServer`] is reached over real TCP ([`TestServer::start`]) or, for
+//! tests of session logic rather than sockets, over in-memory pipes
+//! ([`TestServer::start_duplex`]): each client is one end of a
+//! `tokio::io::duplex` whose other end the server serves through its
+//! [`Connector`]. A duplex server is meant for tests with paused time
+//! (`#[tokio::test(start_paused = true)]`), where its sleeps and timeouts cost
+//! no real time; for that it keeps the server's wall clock on tokio's clock
+//! ([`PausedClock`]) and holds tokio's clock still while the store works
+//! ([`TimeHeldStore`]).
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use confab_server::{AppConfig, Config, Options, Server};
+use confab_server::{AppConfig, Clock, Config, Connector, Options, Server, SystemClock};
 use confab_store::{
     AppRecord, Appended, AppendedRoom, AttributeChange, AttributesChanged, ExpiredMember,
     HistoryMessage, HistoryQuery, InboxPage, Joined, Left, MemberRecord, NewPeerMessage, NewRoom,
@@ -16,16 +27,22 @@ use confab_store::{
 };
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::tungstenite::protocol::Role;
 
 pub(crate) const APP: u32 = 1_234_567_890;
 pub(crate) const SECRET: &str = "fa94dd0f974cf2e293728a526b028271";
 pub(crate) const APP2: u32 = 42;
 pub(crate) const SECRET2: &str = "0123456789abcdef0123456789abcdef";
 pub(crate) const WAIT: Duration = Duration::from_secs(5);
+
+/// Bytes a duplex pipe buffers each way before its writer waits (what a socket's
+/// buffers are to a TCP connection).
+const DUPLEX_BUFFER: usize = 256 * 1024;
 
 pub(crate) fn unix_now() -> i64 {
     SystemTime::now()
@@ -35,15 +52,24 @@ pub(crate) fn unix_now() -> i64 {
 }
 
 pub(crate) fn token_for(app: u32, secret: &str, user: &str, ttl: u64) -> String {
-    let secret = confab_token::Secret::new(secret).unwrap();
-    confab_token::generate(&secret, app, user, ttl, confab_token::Mode::Gcm, unix_now()).unwrap()
+    token_made_at(unix_now(), app, secret, user, ttl)
 }
 
-/// A token that expires `secs_left` seconds from now.
-pub(crate) fn token_expiring_in(user: &str, secs_left: i64) -> String {
+pub(crate) fn token(user: &str) -> String {
+    token_for(APP, SECRET, user, 3600)
+}
+
+/// A GCM token made at `now` (Unix seconds), valid for `ttl` seconds.
+fn token_made_at(now: i64, app: u32, secret: &str, user: &str, ttl: u64) -> String {
+    let secret = confab_token::Secret::new(secret).unwrap();
+    confab_token::generate(&secret, app, user, ttl, confab_token::Mode::Gcm, now).unwrap()
+}
+
+/// A token that expires `secs_left` seconds after `now` (Unix seconds).
+fn token_expiring_at(now: i64, user: &str, secs_left: i64) -> String {
     let secret = confab_token::Secret::new(SECRET).unwrap();
     let ttl = 3600;
-    let made = unix_now() + secs_left - ttl;
+    let made = now + secs_left - ttl;
     confab_token::generate(
         &secret,
         APP,
@@ -55,8 +81,232 @@ pub(crate) fn token_expiring_in(user: &str, secs_left: i64) -> String {
     .unwrap()
 }
 
-pub(crate) fn token(user: &str) -> String {
-    token_for(APP, SECRET, user, 3600)
+/// The server's wall clock in tests with paused time: the real time when it was
+/// made, plus the time tokio's clock has advanced since. A token "expiring in
+/// 2 s" then expires when 2 paused seconds have passed, with the server's
+/// timers (which run on tokio's clock).
+#[derive(Debug)]
+pub(crate) struct PausedClock {
+    start_ms: i64,
+    start: tokio::time::Instant,
+}
+
+impl PausedClock {
+    pub(crate) fn new() -> PausedClock {
+        PausedClock {
+            start_ms: SystemClock.now_ms(),
+            start: tokio::time::Instant::now(),
+        }
+    }
+}
+
+impl Clock for PausedClock {
+    fn now_ms(&self) -> i64 {
+        self.start_ms + i64::try_from(self.start.elapsed().as_millis()).unwrap()
+    }
+}
+
+/// Keeps tokio's paused clock from advancing while any store call is in flight.
+///
+/// With paused time, tokio advances the clock to the next timer whenever the
+/// runtime has nothing to run. A store call that waits for another thread (the
+/// SQLite writer answers over a oneshot) leaves the runtime idle, and the clock
+/// would jump past session pings, idle timeouts and login deadlines while a
+/// write commits. Tokio does not advance it from the spawning of a
+/// `spawn_blocking` task until the task ends (on a current-thread runtime,
+/// which paused time needs), so while calls are in flight one blocking task
+/// waits for them all to end.
+/// The calls themselves still run in their callers' tasks, so a store's
+/// [`Store::appends_in_call_order`] holds as before.
+#[derive(Debug, Default)]
+struct HoldTime {
+    /// Calls in flight, and whether a blocking task is holding the clock.
+    state: Mutex<(usize, bool)>,
+    all_done: Condvar,
+}
+
+/// One call in flight (see [`HoldTime`]).
+struct Held(Arc<HoldTime>);
+
+impl HoldTime {
+    fn enter(self: &Arc<Self>) -> Held {
+        let mut state = self.state.lock().unwrap();
+        state.0 += 1;
+        if !state.1 {
+            state.1 = true;
+            let hold = Arc::clone(self);
+            // Spawning is what stops the clock (until the task has ended).
+            drop(tokio::task::spawn_blocking(move || {
+                let mut state = hold.state.lock().unwrap();
+                while state.0 > 0 {
+                    state = hold.all_done.wait(state).unwrap();
+                }
+                state.1 = false;
+            }));
+        }
+        Held(Arc::clone(self))
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut state = self.0.state.lock().unwrap();
+        state.0 -= 1;
+        if state.0 == 0 {
+            self.0.all_done.notify_all();
+        }
+    }
+}
+
+/// A store whose calls hold tokio's paused clock still until they end (see
+/// [`HoldTime`]).
+pub(crate) struct TimeHeldStore {
+    inner: Arc<dyn Store>,
+    hold: Arc<HoldTime>,
+}
+
+impl TimeHeldStore {
+    pub(crate) fn new(inner: Arc<dyn Store>) -> TimeHeldStore {
+        TimeHeldStore {
+            inner,
+            hold: Arc::default(),
+        }
+    }
+
+    async fn held<T>(&self, call: impl Future<Output = T>) -> T {
+        let _held = self.hold.enter();
+        call.await
+    }
+}
+
+#[async_trait]
+impl Store for TimeHeldStore {
+    async fn list_apps(&self) -> Result<Vec<AppRecord>, StoreError> {
+        self.held(self.inner.list_apps()).await
+    }
+    async fn put_app(&self, app: &AppRecord) -> Result<(), StoreError> {
+        self.held(self.inner.put_app(app)).await
+    }
+    async fn touch_user(&self, a: u32, u: &str, n: &str, t: i64) -> Result<(), StoreError> {
+        self.held(self.inner.touch_user(a, u, n, t)).await
+    }
+    async fn append_peer(&self, msg: NewPeerMessage) -> Result<Appended, StoreError> {
+        self.held(self.inner.append_peer(msg)).await
+    }
+    fn appends_in_call_order(&self) -> bool {
+        self.inner.appends_in_call_order()
+    }
+    fn single_node(&self) -> bool {
+        self.inner.single_node()
+    }
+    async fn inbox_after(
+        &self,
+        a: u32,
+        u: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<InboxPage, StoreError> {
+        self.held(self.inner.inbox_after(a, u, after, limit)).await
+    }
+    async fn ack_inbox(&self, a: u32, u: &str, s: u64) -> Result<(), StoreError> {
+        self.held(self.inner.ack_inbox(a, u, s)).await
+    }
+    async fn inbox_acked(&self, a: u32, u: &str) -> Result<u64, StoreError> {
+        self.held(self.inner.inbox_acked(a, u)).await
+    }
+    async fn purge_before(&self, cutoff: i64) -> Result<u64, StoreError> {
+        self.held(self.inner.purge_before(cutoff)).await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.held(self.inner.ping()).await
+    }
+    async fn create_room(
+        &self,
+        room: NewRoom,
+        limits: RoomLimits,
+    ) -> Result<RoomRecord, RoomError> {
+        self.held(self.inner.create_room(room, limits)).await
+    }
+    async fn join_room(
+        &self,
+        a: u32,
+        r: &str,
+        u: &str,
+        n: &str,
+        now: i64,
+        limits: RoomLimits,
+    ) -> Result<Joined, RoomError> {
+        self.held(self.inner.join_room(a, r, u, n, now, limits))
+            .await
+    }
+    async fn leave_room(&self, a: u32, r: &str, u: &str, now: i64) -> Result<Left, RoomError> {
+        self.held(self.inner.leave_room(a, r, u, now)).await
+    }
+    async fn room(&self, a: u32, r: &str) -> Result<Option<RoomRecord>, StoreError> {
+        self.held(self.inner.room(a, r)).await
+    }
+    async fn is_member(&self, a: u32, r: &str, u: &str) -> Result<bool, StoreError> {
+        self.held(self.inner.is_member(a, r, u)).await
+    }
+    async fn room_members(
+        &self,
+        a: u32,
+        r: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<MemberRecord>, StoreError> {
+        self.held(self.inner.room_members(a, r, after, limit)).await
+    }
+    async fn room_member_count(&self, a: u32, r: &str) -> Result<u64, StoreError> {
+        self.held(self.inner.room_member_count(a, r)).await
+    }
+    async fn user_rooms(&self, a: u32, u: &str) -> Result<Vec<RoomRecord>, StoreError> {
+        self.held(self.inner.user_rooms(a, u)).await
+    }
+    async fn set_member_offline(
+        &self,
+        a: u32,
+        u: &str,
+        since: Option<i64>,
+    ) -> Result<(), StoreError> {
+        self.held(self.inner.set_member_offline(a, u, since)).await
+    }
+    async fn expire_members(&self, cutoff: i64) -> Result<Vec<ExpiredMember>, StoreError> {
+        self.held(self.inner.expire_members(cutoff)).await
+    }
+    async fn destroy_empty_rooms(&self, now: i64) -> Result<Vec<(u32, String)>, StoreError> {
+        self.held(self.inner.destroy_empty_rooms(now)).await
+    }
+    async fn change_room_attributes(
+        &self,
+        a: u32,
+        r: &str,
+        u: &str,
+        change: AttributeChange,
+        limits: RoomLimits,
+    ) -> Result<AttributesChanged, RoomError> {
+        self.held(self.inner.change_room_attributes(a, r, u, change, limits))
+            .await
+    }
+    async fn room_attributes(&self, a: u32, r: &str) -> Result<Vec<(String, String)>, StoreError> {
+        self.held(self.inner.room_attributes(a, r)).await
+    }
+    async fn append_room(&self, msg: NewRoomMessage) -> Result<AppendedRoom, RoomError> {
+        self.held(self.inner.append_room(msg)).await
+    }
+    async fn room_messages_after(
+        &self,
+        a: u32,
+        r: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredRoomMessage>, StoreError> {
+        self.held(self.inner.room_messages_after(a, r, after, limit))
+            .await
+    }
+    async fn history(&self, q: HistoryQuery) -> Result<Vec<HistoryMessage>, StoreError> {
+        self.held(self.inner.history(q)).await
+    }
 }
 
 /// A store that fails on purpose while `failing` is set.
@@ -232,6 +482,10 @@ pub(crate) struct TestServer {
     _dir: Option<tempfile::TempDir>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// How clients connect: `None` over TCP, else over duplex pipes served here.
+    connector: Option<Connector>,
+    /// The server's wall clock.
+    clock: Arc<dyn Clock>,
 }
 
 pub(crate) fn config(data: &Path) -> Config {
@@ -277,11 +531,65 @@ impl TestServer {
         tweak: impl FnOnce(&mut Config),
         options: Options,
     ) -> TestServer {
+        Self::launch(data, tweak, options, false).await
+    }
+
+    /// A server whose clients connect over in-memory pipes, for tests with
+    /// paused time (see the module's documentation).
+    pub(crate) async fn start_duplex() -> TestServer {
+        Self::start_duplex_with(|_| {}, Options::default()).await
+    }
+
+    /// [`TestServer::start_with`] over in-memory pipes.
+    pub(crate) async fn start_duplex_with(
+        tweak: impl FnOnce(&mut Config),
+        options: Options,
+    ) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().to_owned();
+        let mut s = Self::start_duplex_in(&data, tweak, options).await;
+        s._dir = Some(dir);
+        s
+    }
+
+    /// [`TestServer::start_in`] over in-memory pipes. The store (the one in
+    /// `options`, or the configured one) is wrapped in a [`TimeHeldStore`], and
+    /// the server's clock is a [`PausedClock`] unless `options` has one.
+    pub(crate) async fn start_duplex_in(
+        data: &Path,
+        tweak: impl FnOnce(&mut Config),
+        options: Options,
+    ) -> TestServer {
+        Self::launch(data, tweak, options, true).await
+    }
+
+    async fn launch(
+        data: &Path,
+        tweak: impl FnOnce(&mut Config),
+        mut options: Options,
+        duplex: bool,
+    ) -> TestServer {
         let mut cfg = config(data);
         tweak(&mut cfg);
+        if duplex {
+            let store = match options.store.take() {
+                Some(store) => store,
+                None => confab_server::open_store(&cfg).await.unwrap(),
+            };
+            options.store = Some(Arc::new(TimeHeldStore::new(store)));
+            options
+                .clock
+                .get_or_insert_with(|| Arc::new(PausedClock::new()));
+        }
+        let clock = options
+            .clock
+            .clone()
+            .unwrap_or_else(|| Arc::new(SystemClock));
+        // A duplex server still runs on a listener, which no test connects to.
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let server = Server::prepare(cfg, options).await.unwrap();
+        let connector = duplex.then(|| server.connector());
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(server.run(listener, async {
             let _ = stopped.await;
@@ -292,6 +600,8 @@ impl TestServer {
             _dir: None,
             stop: Some(stop),
             task: Some(task),
+            connector,
+            clock,
         }
     }
 
@@ -300,14 +610,37 @@ impl TestServer {
     }
 
     pub(crate) async fn connect(&self) -> Client {
-        Client::connect(&self.url()).await
+        match &self.connector {
+            None => Client::connect(&self.url()).await,
+            Some(connector) => Client::over_duplex(connector).await,
+        }
     }
 
     pub(crate) async fn login(&self, user: &str) -> Client {
         let mut c = self.connect().await;
-        let r = c.login(APP, user, &token(user), None).await;
+        let r = c.login(APP, user, &self.token(user), None).await;
         assert_eq!(r["code"], 0, "login of {user}: {r}");
         c
+    }
+
+    /// The server's time, in Unix seconds.
+    pub(crate) fn unix_now(&self) -> i64 {
+        self.clock.now_secs()
+    }
+
+    /// [`token`] by the server's clock.
+    pub(crate) fn token(&self, user: &str) -> String {
+        self.token_for(APP, SECRET, user, 3600)
+    }
+
+    /// [`token_for`] by the server's clock.
+    pub(crate) fn token_for(&self, app: u32, secret: &str, user: &str, ttl: u64) -> String {
+        token_made_at(self.unix_now(), app, secret, user, ttl)
+    }
+
+    /// A token that expires `secs_left` seconds from now by the server's clock.
+    pub(crate) fn token_expiring_in(&self, user: &str, secs_left: i64) -> String {
+        token_expiring_at(self.unix_now(), user, secs_left)
     }
 
     /// Stops the server gracefully and waits for it.
@@ -322,7 +655,11 @@ impl TestServer {
     }
 
     pub(crate) async fn metric(&self, name: &str) -> u64 {
-        let text = http_get(self.addr, "/metrics").await.1;
+        let text = match &self.connector {
+            None => http_get(self.addr, "/metrics").await.1,
+            // No real I/O with paused time: it would let the clock run on.
+            Some(connector) => connector.metrics_text(),
+        };
         text.lines()
             .find_map(|l| l.strip_prefix(&format!("{name} ")))
             .and_then(|v| v.trim().parse().ok())
@@ -391,8 +728,13 @@ pub(crate) struct Closed {
     pub(crate) code: Option<u16>,
 }
 
+/// A client's byte stream: a TCP connection or one end of a duplex pipe.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
 pub(crate) struct Client {
-    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    ws: WebSocketStream<Box<dyn Io>>,
     next_id: u64,
     /// Pushes received while waiting for replies.
     pushes: VecDeque<Value>,
@@ -401,8 +743,29 @@ pub(crate) struct Client {
 }
 
 impl Client {
+    /// Connects to `url` (`ws://host:port/path`) over TCP.
     pub(crate) async fn connect(url: &str) -> Client {
-        let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        let host = url
+            .strip_prefix("ws://")
+            .and_then(|rest| rest.split('/').next())
+            .unwrap_or_else(|| panic!("not a ws:// URL: {url}"));
+        let tcp: Box<dyn Io> = Box::new(TcpStream::connect(host).await.unwrap());
+        let (ws, _) = tokio_tungstenite::client_async(url, tcp).await.unwrap();
+        Client::over(ws)
+    }
+
+    /// Connects over a fresh duplex pipe whose other end `connector` serves
+    /// (a WebSocket without an opening handshake: none is needed in memory).
+    pub(crate) async fn over_duplex(connector: &Connector) -> Client {
+        let (ours, theirs) = tokio::io::duplex(DUPLEX_BUFFER);
+        connector
+            .serve_websocket(theirs)
+            .expect("the server has room for another connection");
+        let ours: Box<dyn Io> = Box::new(ours);
+        Client::over(WebSocketStream::from_raw_socket(ours, Role::Client, None).await)
+    }
+
+    fn over(ws: WebSocketStream<Box<dyn Io>>) -> Client {
         Client {
             ws,
             next_id: 1,
@@ -623,16 +986,20 @@ pub(crate) fn flaky_store(data: &Path) -> Arc<FlakyStore> {
     })
 }
 
+/// A per-user send limit no test reaches.
+fn without_user_send_limit(c: &mut Config) {
+    c.limits.user_send_rate = 10_000;
+    c.limits.user_send_burst = 10_000;
+}
+
 /// A server whose per-user send limit no test reaches.
 pub(crate) async fn server_without_user_send_limit() -> TestServer {
-    TestServer::start_with(
-        |c| {
-            c.limits.user_send_rate = 10_000;
-            c.limits.user_send_burst = 10_000;
-        },
-        Options::default(),
-    )
-    .await
+    TestServer::start_with(without_user_send_limit, Options::default()).await
+}
+
+/// [`server_without_user_send_limit`] over in-memory pipes.
+pub(crate) async fn duplex_server_without_user_send_limit() -> TestServer {
+    TestServer::start_duplex_with(without_user_send_limit, Options::default()).await
 }
 
 /// After a sender left with sends `m0, m1, …` in flight: what `receiver` got

@@ -1,4 +1,7 @@
 //! Limits on connections, slow consumers, oversize frames, restarts.
+//!
+//! What concerns the socket, the WebSocket framing or HTTP runs over TCP; slow
+//! consumers, parked writers and restarts over in-memory pipes with paused time.
 
 use std::time::Duration;
 
@@ -107,9 +110,9 @@ async fn frames_that_break_the_websocket_protocol_end_the_session_saying_why() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_slow_consumer_is_disconnected_not_buffered() {
-    let server = TestServer::start_with(
+    let server = TestServer::start_duplex_with(
         |c| {
             c.limits.outbound_queue_frames = 16;
             c.limits.outbound_queue_bytes = 64 * 1024;
@@ -223,9 +226,9 @@ async fn steady_task_count(metrics: &tokio::runtime::RuntimeMetrics) -> usize {
     last
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn connections_whose_writers_parked_still_get_their_disconnect() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_duplex().await;
     let mut first = server.login("alice").await;
     let mut idle = server.login("carol").await;
     idle.push("syncComplete").await;
@@ -256,10 +259,10 @@ async fn connections_whose_writers_parked_still_get_their_disconnect() {
         .unwrap();
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn stored_messages_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start_in(dir.path(), |_| {}, Options::default()).await;
+    let server = TestServer::start_duplex_in(dir.path(), |_| {}, Options::default()).await;
     let mut alice = server.login("alice").await;
     for i in 1..=20u64 {
         let r = alice.send_text("bob", &format!("m{i}"), i).await;
@@ -268,7 +271,7 @@ async fn stored_messages_survive_a_restart() {
     drop(alice);
     server.stop().await;
 
-    let server = TestServer::start_in(dir.path(), |_| {}, Options::default()).await;
+    let server = TestServer::start_duplex_in(dir.path(), |_| {}, Options::default()).await;
     let mut bob = server.login("bob").await;
     let got = bob.peer_messages(20).await;
     for (i, m) in got.iter().enumerate() {

@@ -1,5 +1,9 @@
-//! Rooms over real WebSockets: every room code in its situation, fan-out, member
+//! Rooms over WebSockets: every room code in its situation, fan-out, member
 //! events, attributes, lifetime, reconnect grace, history, isolation.
+//!
+//! Over in-memory pipes with paused time (grace periods and quiet spells cost no
+//! real time), except the tests that need a multi-thread runtime (which paused
+//! time cannot have): those run over TCP.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -61,9 +65,9 @@ fn assert_each_sender_in_send_order(got: &[Value], senders: usize, each: u64) {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn room_codes_in_their_situations() {
-    let server = TestServer::start_with(
+    let server = TestServer::start_duplex_with(
         |c| {
             c.limits.max_rooms_per_app = 4;
             c.limits.max_rooms_per_user = 2;
@@ -154,7 +158,7 @@ async fn room_codes_in_their_situations() {
     assert_eq!(r["data"]["created"], false);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn internal_failures_are_6000303_and_6000302() {
     let dir = tempfile::tempdir().unwrap();
     let store = flaky_store(dir.path());
@@ -162,7 +166,7 @@ async fn internal_failures_are_6000303_and_6000302() {
         store: Some(store.clone()),
         ..Options::default()
     };
-    let server = TestServer::start_in(dir.path(), |_| {}, options).await;
+    let server = TestServer::start_duplex_in(dir.path(), |_| {}, options).await;
     let mut alice = server.login("alice").await;
     assert_eq!(create(&mut alice, "ok").await["code"], 0);
     store.set_failing(true);
@@ -176,9 +180,9 @@ async fn internal_failures_are_6000303_and_6000302() {
     store.set_failing(false);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn room_messages_reach_every_member_but_the_sender() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_duplex().await;
     let mut alice = server.login("alice").await;
     let mut bob = server.login("bob").await;
     let mut carol = server.login("carol").await;
@@ -235,9 +239,9 @@ async fn send_room_nowait(c: &mut Client, room: &str, kind: u8, text: &str, loca
     .await
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn pipelined_room_sends_keep_request_order_for_replies_and_members() {
-    let server = server_without_user_send_limit().await;
+    let server = duplex_server_without_user_send_limit().await;
     let mut alice = server.login("alice").await;
     let mut carol = server.login("carol").await;
     let mut bob = server.login("bob").await;
@@ -477,9 +481,9 @@ async fn concurrent_pipelined_senders_with_a_full_store_queue_keep_seq_order() {
     assert_each_sender_in_send_order(&got, names.len(), EACH);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_room_sender_that_leaves_mid_pipeline_still_publishes_what_was_stored() {
-    let server = server_without_user_send_limit().await;
+    let server = duplex_server_without_user_send_limit().await;
     let mut alice = server.login("alice").await;
     let mut bob = server.login("bob").await;
     assert_eq!(create(&mut alice, "lobby").await["code"], 0);
@@ -501,9 +505,9 @@ async fn a_room_sender_that_leaves_mid_pipeline_still_publishes_what_was_stored(
     assert_eq!(next[0]["message"], "after");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn members_paging_count_and_batched_events() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_duplex().await;
     let mut owner = server.login("owner").await;
     assert_eq!(create(&mut owner, "big").await["code"], 0);
     let mut others = Vec::new();
@@ -580,9 +584,9 @@ async fn members_paging_count_and_batched_events() {
     assert_eq!(p["data"]["memberList"][0]["userID"], "m59");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn attributes_ownership_limits_and_events() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_duplex().await;
     let mut alice = server.login("alice").await;
     let mut bob = server.login("bob").await;
     let r = alice
@@ -691,9 +695,9 @@ async fn attributes_ownership_limits_and_events() {
     assert!(attrs.contains_key("x"), "{r}");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn rooms_are_destroyed_after_the_last_member_leaves() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_duplex().await;
     let mut alice = server.login("alice").await;
     let mut bob = server.login("bob").await;
     assert_eq!(create(&mut alice, "short").await["code"], 0);
@@ -727,9 +731,10 @@ async fn rooms_are_destroyed_after_the_last_member_leaves() {
     assert_eq!(create(&mut alice, "short").await["code"], 0);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_dropped_member_keeps_its_rooms_for_the_grace_period() {
-    let server = TestServer::start_with(|c| c.limits.room_grace_secs = 2, Options::default()).await;
+    let server =
+        TestServer::start_duplex_with(|c| c.limits.room_grace_secs = 2, Options::default()).await;
     let mut alice = server.login("alice").await;
     let mut bob = server.login("bob").await;
     assert_eq!(create(&mut alice, "g").await["code"], 0);
@@ -755,7 +760,7 @@ async fn a_dropped_member_keeps_its_rooms_for_the_grace_period() {
     let r = bob
         .request(
             "login",
-            json!({"appID": APP, "userID": "bob", "token": token("bob"), "roomSeqs": {"g": last}}),
+            json!({"appID": APP, "userID": "bob", "token": server.token("bob"), "roomSeqs": {"g": last}}),
         )
         .await;
     assert_eq!(r["code"], 0, "{r}");
@@ -787,9 +792,9 @@ async fn a_dropped_member_keeps_its_rooms_for_the_grace_period() {
     assert_eq!(r["data"]["count"], 1);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn history_pages_peer_and_room_conversations() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_duplex().await;
     let mut alice = server.login("alice").await;
     let mut bob = server.login("bob").await;
     for i in 1..=5 {
@@ -852,14 +857,19 @@ async fn history_pages_peer_and_room_conversations() {
     assert_eq!(r["code"], 6000001);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn apps_with_identical_room_ids_stay_apart() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_duplex().await;
     let mut a = server.login("alice").await;
     let mut b = server.connect().await;
     assert_eq!(
-        b.login(APP2, "alice", &token_for(APP2, SECRET2, "alice", 600), None)
-            .await["code"],
+        b.login(
+            APP2,
+            "alice",
+            &server.token_for(APP2, SECRET2, "alice", 600),
+            None
+        )
+        .await["code"],
         0
     );
     assert_eq!(create(&mut a, "same").await["code"], 0);
@@ -946,9 +956,9 @@ async fn a_thousand_members_receive_every_high_message() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn overload_sheds_low_priority_but_disconnects_for_high() {
-    let server = TestServer::start_with(
+    let server = TestServer::start_duplex_with(
         |c| {
             c.limits.outbound_queue_frames = 32;
             c.limits.outbound_queue_bytes = 64 * 1024;
