@@ -21,7 +21,15 @@
 //!   again to every counted topic. Meanwhile `ping`, `publish` and `subscribe`
 //!   return [`BrokerError::Unavailable`] at once; `unsubscribe` still succeeds (the
 //!   count drops, and the new connection will not subscribe to the topic).
-//!   Publications made while a node's pub/sub connection is down are lost for it.
+//!   Publications made while a node's pub/sub connection is down are lost for it;
+//!   once it is back in sync the node's [`Handler::on_reconnected`] is called, so
+//!   the node can catch up from its store.
+//! - **Local first:** a publication reaches the publishing node's own handler at
+//!   once, before it goes to Redis (if the node is subscribed to the topic), and
+//!   the copy Redis echoes back is skipped (every payload on Redis starts with
+//!   the publishing node's random id). So a node's own sessions keep getting its
+//!   publications while Redis is down; `publish` then still fails, for the other
+//!   nodes.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -48,8 +56,9 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// attempt, up to [`RECONNECT_BACKOFF_MAX`].
 pub const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(100);
 
-/// The longest delay between two attempts to reconnect.
-pub const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// The longest delay between two attempts to reconnect: a node is back within
+/// about this long of Redis's return (and then catches up from its store).
+pub const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// How often an idle node pings both its connections, to notice one that died
 /// silently.
@@ -82,6 +91,26 @@ struct Inner {
     topics: Mutex<HashMap<String, Arc<Slot>>>,
     /// Wakes the supervisor when a connection was dropped.
     wake: Notify,
+    /// This node's id, first in every payload it publishes on Redis, so its
+    /// reader skips the echo of what it delivered locally.
+    origin: u64,
+}
+
+/// Bytes of the origin id before a payload on Redis.
+const ORIGIN_LEN: usize = 8;
+
+/// A random id for a node (std's per-process random hash keys, the time and
+/// the process id: unique among the nodes of one Redis in practice).
+fn node_origin() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
 }
 
 /// The node's connections.
@@ -111,6 +140,17 @@ struct PubSub {
 #[derive(Default)]
 struct Slot {
     state: tokio::sync::Mutex<SlotState>,
+    /// Whether the count is above zero, readable without the lock (for local
+    /// delivery on `publish`).
+    counted: std::sync::atomic::AtomicBool,
+}
+
+impl Slot {
+    /// Sets the count (under the slot's lock).
+    fn set_count(&self, state: &mut SlotState, count: usize) {
+        state.count = count;
+        self.counted.store(count > 0, Ordering::SeqCst);
+    }
 }
 
 #[derive(Default)]
@@ -144,6 +184,7 @@ impl RedisBroker {
             live: Arc::new(AtomicU64::new(0)),
             topics: Mutex::new(HashMap::new()),
             wake: Notify::new(),
+            origin: node_origin(),
         });
         let (publisher, (sink, stream)) =
             tokio::try_join!(inner.open_publisher(), inner.open_pubsub())?;
@@ -233,11 +274,21 @@ impl Broker for RedisBroker {
 
     async fn publish(&self, topic: &str, payload: Bytes) -> Result<(), BrokerError> {
         let inner = &self.inner;
+        // This node's own sessions first, Redis or not (see the crate's docs).
+        if inner
+            .existing_slot(topic)
+            .is_some_and(|slot| slot.counted.load(Ordering::SeqCst))
+        {
+            inner.handler.on_publication(topic, &payload);
+        }
         let Some((generation, mut conn)) = inner.publisher() else {
             return Err(inner.down("the publishing connection is down"));
         };
+        let mut framed = Vec::with_capacity(ORIGIN_LEN + payload.len());
+        framed.extend_from_slice(&inner.origin.to_be_bytes());
+        framed.extend_from_slice(&payload);
         let mut cmd = redis::cmd("PUBLISH");
-        cmd.arg(inner.channel(topic)).arg(payload.as_ref());
+        cmd.arg(inner.channel(topic)).arg(framed);
         let result = timeout(CALL_TIMEOUT, cmd.query_async::<i64>(&mut conn)).await;
         match result {
             Ok(Ok(_)) => Ok(()),
@@ -323,14 +374,16 @@ impl Inner {
                 return Err(self.down("the pub/sub connection is down"));
             };
             if state.count > 0 && state.generation == generation {
-                state.count += 1;
+                let count = state.count + 1;
+                slot.set_count(&mut state, count);
                 return Ok(());
             }
             // 0 → 1, or counted but not yet subscribed again on a new connection.
             let result = timeout(CALL_TIMEOUT, sink.subscribe(self.channel(topic))).await;
             return match result {
                 Ok(Ok(())) => {
-                    state.count += 1;
+                    let count = state.count + 1;
+                    slot.set_count(&mut state, count);
                     state.generation = generation;
                     Ok(())
                 }
@@ -356,10 +409,11 @@ impl Inner {
                 continue;
             }
             if state.count > 1 {
-                state.count -= 1;
+                let count = state.count - 1;
+                slot.set_count(&mut state, count);
                 return Ok(());
             }
-            state.count = 0;
+            slot.set_count(&mut state, 0);
             self.forget(topic, &slot);
             let Some((generation, mut sink)) = self.sink() else {
                 return Ok(()); // No connection, so no subscription to undo.
@@ -468,6 +522,7 @@ impl Inner {
             prefix: Arc::clone(&self.prefix),
             handler: Arc::clone(&self.handler),
             inner: Arc::downgrade(self),
+            origin: self.origin,
         };
         tokio::spawn(reader.run(stream, sink.clone(), stopped));
         conn.pubsub = Some(PubSub { sink, _stop: stop });
@@ -574,6 +629,9 @@ impl Inner {
                 conn.synced = true;
                 drop(conn);
                 tracing::info!(addr = %self.addr, prefix = %self.prefix, topics, "Redis pub/sub connection restored");
+                // What was published while it was down never came: the node
+                // catches up from its store.
+                self.handler.on_reconnected();
                 up
             }
             Err(why) => {
@@ -711,6 +769,8 @@ struct Reader {
     prefix: Arc<str>,
     handler: Arc<dyn Handler>,
     inner: Weak<Inner>,
+    /// The node's own id: its publications were delivered locally already.
+    origin: u64,
 }
 
 impl Reader {
@@ -739,7 +799,14 @@ impl Reader {
             let Some(topic) = msg.get_channel_name().strip_prefix(&*self.prefix) else {
                 continue;
             };
-            let payload = Bytes::copy_from_slice(msg.get_payload_bytes());
+            let bytes = msg.get_payload_bytes();
+            let Some((origin, payload)) = bytes.split_at_checked(ORIGIN_LEN) else {
+                continue; // Not a confab node's publication.
+            };
+            if origin == self.origin.to_be_bytes() {
+                continue; // Delivered locally when it was published.
+            }
+            let payload = Bytes::copy_from_slice(payload);
             self.handler.on_publication(topic, &payload);
         }
         // Stopped on purpose. The connection's driver notices that the stream is

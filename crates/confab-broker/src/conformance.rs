@@ -34,6 +34,7 @@ pub const QUIET_PERIOD: Duration = Duration::from_millis(200);
 pub struct Recorder {
     events: Mutex<Vec<(String, Bytes)>>,
     notify: Notify,
+    reconnects: std::sync::atomic::AtomicUsize,
 }
 
 impl Recorder {
@@ -58,6 +59,11 @@ impl Recorder {
             .filter(|(t, _)| t == topic)
             .map(|(_, p)| p.clone())
             .collect()
+    }
+
+    /// How many times the broker said its link was back ([`Handler::on_reconnected`]).
+    pub fn reconnects(&self) -> usize {
+        self.reconnects.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// How many publications were received so far.
@@ -114,6 +120,11 @@ impl Handler for Recorder {
     fn on_publication(&self, topic: &str, payload: &Bytes) {
         self.lock().push((topic.to_owned(), payload.clone()));
         self.notify.notify_waiters();
+    }
+
+    fn on_reconnected(&self) {
+        self.reconnects
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 

@@ -25,6 +25,12 @@ pub trait Handler: Send + Sync + 'static {
     /// Called once per publication on a subscribed topic, in publication order per
     /// topic. Must not block: hand the payload to bounded queues and return.
     fn on_publication(&self, topic: &str, payload: &Bytes);
+
+    /// Called when a node's link to the other nodes is back after an outage
+    /// in which publications of other nodes may have been lost for it (never
+    /// for the first connection): the node catches up from its store. Must not
+    /// block. The default does nothing (a broker that never loses anything).
+    fn on_reconnected(&self) {}
 }
 
 /// What went wrong in a broker.

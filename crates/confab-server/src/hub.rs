@@ -26,6 +26,9 @@ pub(crate) enum Event {
     Envelope(Envelope),
     /// Disconnect now, for this reason (queued first, whatever the bound).
     Kill(DisconnectReason),
+    /// The broker's link to the other nodes is back after an outage: deliver
+    /// what was stored meanwhile (publications of it may have been lost).
+    CatchUp,
 }
 
 /// A local session as the hub sees it.
@@ -602,6 +605,17 @@ impl Handler for Hub {
                 // The session cannot keep up (or is gone): never grow memory.
                 link.kill(DisconnectReason::SlowConsumer);
             }
+        }
+    }
+
+    fn on_reconnected(&self) {
+        let links: Vec<SessionLink> = {
+            let map = self.sessions.lock().expect("hub lock");
+            map.values().flatten().cloned().collect()
+        };
+        for link in links {
+            // A full queue already holds publications that will show any gap.
+            let _ = link.events.try_push(Event::CatchUp);
         }
     }
 }

@@ -273,9 +273,14 @@ impl Session {
                             // Publications are rare per user: keep no room between them.
                             self.events_rx.shrink_if_empty(0);
                         }
+                        Event::CatchUp if logged_in => {
+                            if let Some(end) = Box::pin(self.catch_up()).await {
+                                return Some(end);
+                            }
+                        }
                         // Publications for a login that has ended: the next login
                         // catches up from the store.
-                        Event::Envelope(_) => {}
+                        Event::Envelope(_) | Event::CatchUp => {}
                     }
                 }
                 _ = shutdown.changed() => {
@@ -634,6 +639,30 @@ impl Session {
             .await
     }
 
+    /// Delivers whatever the store holds beyond what was delivered (after a
+    /// broker outage, whose publications never came).
+    async fn catch_up(&mut self) -> Ending {
+        let login = self.login.as_ref()?;
+        let page = match self
+            .shared
+            .store
+            .inbox_after(login.app.id, &login.user_id, login.delivered, CATCH_UP_PAGE)
+            .await
+        {
+            Ok(page) => page,
+            Err(e) => {
+                // The next publication's gap, or the next reconnect, tries again.
+                tracing::warn!(error = %e, "catch-up after a broker outage failed");
+                return None;
+            }
+        };
+        let head = page.head;
+        if let Some(end) = self.deliver_page(page).await {
+            return Some(end);
+        }
+        self.fill_to(head).await
+    }
+
     /// Delivers from the store until `delivered >= target`.
     async fn fill_to(&mut self, target: u64) -> Ending {
         loop {
@@ -675,12 +704,9 @@ impl Session {
             Envelope::Kick {
                 session_id,
                 login_ms,
-            } if (login_ms, session_id) > (self.login_ms, self.id) => Some((
-                DisconnectReason::KickedOut,
-                "this user logged in on another connection".into(),
-            )),
+            } => self.on_kick(login_ms, session_id).await,
             // Room frames go straight to the outbox from the hub.
-            Envelope::Kick { .. } | Envelope::Room { .. } => None,
+            Envelope::Room { .. } => None,
             Envelope::Live { priority, frame } => {
                 let class = crate::envelope::live_class(priority);
                 match utf8(frame) {
@@ -709,6 +735,42 @@ impl Session {
                 self.fill_to(inbox_seq).await
             }
         }
+    }
+
+    /// Another session of the user logged in at `login_ms`: one session per
+    /// user, the one with the latest `(login_ms, session id)` — on every node,
+    /// whatever order the kicks arrive in. The later login stays; an earlier
+    /// one goes. A session that hears an earlier login's kick says its own
+    /// again: two logins at the same moment may each have published before
+    /// the other listened (across nodes, or on one), and the earlier one must
+    /// still hear the later. So the loser goes within one more trip through
+    /// the broker after the later login's subscription.
+    async fn on_kick(&mut self, login_ms: i64, session_id: u64) -> Ending {
+        let theirs = (login_ms, session_id);
+        let ours = (self.login_ms, self.id);
+        if theirs > ours {
+            return Some((
+                DisconnectReason::KickedOut,
+                "this user logged in on another connection".into(),
+            ));
+        }
+        if theirs < ours {
+            if let Some(login) = self.login.as_ref() {
+                let kick = Envelope::Kick {
+                    session_id: self.id,
+                    login_ms: self.login_ms,
+                };
+                if let Err(e) = self
+                    .shared
+                    .broker
+                    .publish(&login.topic, kick.encode())
+                    .await
+                {
+                    tracing::warn!(error = %e, "could not repeat the kick of an earlier session");
+                }
+            }
+        }
+        None
     }
 
     fn renew(&mut self, id: u64, req: &RenewTokenRequest) -> Ending {

@@ -260,7 +260,9 @@ async fn reconnects_and_resubscribes() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let started = Instant::now();
-    let published = a.publish("kept", Bytes::from_static(b"lost")).await;
+    // Down, a node's own publications still reach its own handler (local
+    // first); publish fails for the other nodes.
+    let published = a.publish("kept", Bytes::from_static(b"local")).await;
     assert!(
         matches!(published, Err(BrokerError::Unavailable(_))),
         "{published:?}"
@@ -282,8 +284,18 @@ async fn reconnects_and_resubscribes() {
 
     // Down for a while, so the node backs off between attempts.
     tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(ra.reconnects(), 0, "not back yet");
     proxy.restore().await;
     wait_until_up(&a, RECONNECT_BACKOFF_MAX + CALL_TIMEOUT * 2).await;
+    let told = Instant::now() + Duration::from_secs(1);
+    while ra.reconnects() == 0 && Instant::now() < told {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        ra.reconnects(),
+        1,
+        "the handler is told the link is back, once"
+    );
 
     b.publish("dropped", Bytes::from_static(b"x"))
         .await
@@ -294,14 +306,29 @@ async fn reconnects_and_resubscribes() {
         .unwrap();
     a.publish("kept", Bytes::from_static(b"own")).await.unwrap();
     assert!(
-        ra.wait_for(3, DELIVERY_TIMEOUT).await,
+        ra.wait_for(4, DELIVERY_TIMEOUT).await,
         "not resubscribed: {:?}",
         ra.events()
     );
     tokio::time::sleep(QUIET_PERIOD).await;
+    // Each publisher's in its order (b's through Redis, a's own locally, not
+    // again from Redis); between publishers no order is promised.
+    let events = ra.events();
+    let of = |payloads: &[&str]| -> Vec<(String, Bytes)> {
+        events
+            .iter()
+            .filter(|(_, p)| payloads.iter().any(|x| p.as_ref() == x.as_bytes()))
+            .cloned()
+            .collect()
+    };
+    assert_eq!(events.len(), 4, "{events:?}");
     assert_eq!(
-        ra.events(),
-        [ev("kept", "before"), ev("kept", "after"), ev("kept", "own")]
+        of(&["before", "after"]),
+        [ev("kept", "before"), ev("kept", "after")]
+    );
+    assert_eq!(
+        of(&["local", "own"]),
+        [ev("kept", "local"), ev("kept", "own")]
     );
 
     // Working as before: counted subscriptions, unsubscribe to zero.
@@ -311,9 +338,9 @@ async fn reconnects_and_resubscribes() {
         .await
         .unwrap();
     b.publish("new", Bytes::from_static(b"y")).await.unwrap();
-    assert!(ra.wait_for(4, DELIVERY_TIMEOUT).await);
+    assert!(ra.wait_for(5, DELIVERY_TIMEOUT).await);
     tokio::time::sleep(QUIET_PERIOD).await;
-    assert_eq!(ra.events()[3..], [ev("new", "y")]);
+    assert_eq!(ra.events()[4..], [ev("new", "y")]);
 }
 
 /// Waits until Redis counts `n` subscribers to `channel`.

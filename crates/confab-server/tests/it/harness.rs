@@ -962,6 +962,35 @@ impl Client {
         }
     }
 
+    /// The disconnect reason (`Some(None)` if none came) when the connection
+    /// ends within `timeout`; `None` if it is still open then.
+    pub(crate) async fn closed_within(&mut self, timeout: Duration) -> Option<Option<String>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match tokio::time::timeout(left, self.ws.next()).await {
+                Err(_) => return None,
+                Ok(None | Some(Err(_) | Ok(Message::Close(_)))) => {
+                    let reason = self
+                        .pushes
+                        .iter()
+                        .find(|p| p["push"] == "disconnect")
+                        .map(|p| p["data"]["reason"].as_str().unwrap_or("").to_owned());
+                    return Some(reason);
+                }
+                Ok(Some(Ok(Message::Text(t)))) => {
+                    let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                    if v.get("push").is_some() {
+                        self.pushes.push_back(v);
+                    } else {
+                        self.replies.push_back(v);
+                    }
+                }
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+    }
+
     /// Whether the connection is still open (answers a ping request).
     pub(crate) async fn alive(&mut self) -> bool {
         let id = self.send("ping", json!({})).await;

@@ -56,6 +56,71 @@ async fn cluster() -> (Vec<TestServer>, String) {
     cluster_with(|_| {}).await
 }
 
+/// A Redis of the test's own (`redis-server` on a free port, nothing saved),
+/// to kill and start again without touching the machine's.
+struct PrivateRedis {
+    port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateRedis {
+    async fn start() -> PrivateRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut redis = PrivateRedis { port, child: None };
+        redis.restart().await;
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILL: every connection to it drops at once.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it (again) on the same port; returns once it answers.
+    async fn restart(&mut self) {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server (apt-get install redis-server)");
+        self.child = Some(child);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .is_err()
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "redis-server did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Three nodes on PostgreSQL and `redis`.
+async fn cluster_on(redis: &PrivateRedis) -> (Vec<TestServer>, String) {
+    let url = redis.url();
+    cluster_with(move |c| c.broker = url.clone()).await
+}
+
 async fn cluster_with(
     tweak: impl Fn(&mut confab_server::Config) + Clone + Send + 'static,
 ) -> (Vec<TestServer>, String) {
@@ -75,12 +140,12 @@ async fn cluster_with(
         nodes.push(
             TestServer::start_with(
                 move |c| {
-                    tweak(c);
                     c.store = pg_url();
                     c.store_schema = schema;
                     c.store_pool_size = 4;
                     c.broker = redis_url();
                     c.broker_prefix = prefix;
+                    tweak(c);
                 },
                 Options::default(),
             )
@@ -88,6 +153,136 @@ async fn cluster_with(
         );
     }
     (nodes, schema_name)
+}
+
+/// Redis killed mid-stream, with senders and receivers on three nodes: what
+/// was acknowledged while it was down reaches every connected receiver without
+/// a newer message and without reconnecting (within 2 s of Redis's return),
+/// in order and once; receivers on the sender's own node get it at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_leaves_no_silent_gap_for_peers() {
+    if !services().await {
+        return;
+    }
+    let mut redis = PrivateRedis::start().await;
+    let (nodes, schema) = cluster_on(&redis).await;
+    let (a, c) = (&nodes[0], &nodes[2]);
+    let mut alice = a.login("alice").await;
+    // bob on another node, dave on the sender's.
+    let mut bob = c.login("bob").await;
+    let mut dave = a.login("dave").await;
+    bob.push("syncComplete").await;
+    dave.push("syncComplete").await;
+    let texts = |to: &str, range: std::ops::RangeInclusive<u64>| {
+        range.map(|i| format!("{to}:{i}")).collect::<Vec<_>>()
+    };
+    let received = |messages: Vec<serde_json::Value>| {
+        messages
+            .iter()
+            .map(|m| m["message"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let mut local = 0;
+    let mut send_round = async |alice: &mut Client, range: std::ops::RangeInclusive<u64>| {
+        for i in range {
+            for to in ["bob", "dave"] {
+                local += 1;
+                let r = alice.send_text(to, &format!("{to}:{i}"), local).await;
+                assert_eq!(r["code"], 0, "acknowledged even with Redis down: {r}");
+            }
+        }
+    };
+    send_round(&mut alice, 1..=3).await;
+    assert_eq!(received(bob.peer_messages(3).await), texts("bob", 1..=3));
+    assert_eq!(received(dave.peer_messages(3).await), texts("dave", 1..=3));
+
+    redis.kill();
+    send_round(&mut alice, 4..=6).await;
+    // The sender's own node delivers without Redis.
+    assert_eq!(received(dave.peer_messages(3).await), texts("dave", 4..=6));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    redis.restart().await;
+    let back = tokio::time::Instant::now();
+    // No newer message is sent: the node catches up when its link is back.
+    let caught_up = tokio::time::timeout(Duration::from_secs(3), bob.peer_messages(3))
+        .await
+        .expect("bob gets what was stored during the outage within 3 s of Redis's return");
+    let took = back.elapsed();
+    assert_eq!(received(caught_up), texts("bob", 4..=6));
+    assert!(
+        took < Duration::from_secs(2),
+        "caught up {took:?} after Redis's return"
+    );
+    eprintln!("peer catch-up {took:?} after Redis's return");
+
+    // Live again, and nothing came twice.
+    send_round(&mut alice, 7..=7).await;
+    assert_eq!(received(bob.peer_messages(1).await), texts("bob", 7..=7));
+    assert_eq!(received(dave.peer_messages(1).await), texts("dave", 7..=7));
+    assert!(
+        bob.try_push("receivePeerMessage", Duration::from_millis(300))
+            .await
+            .is_none()
+    );
+    assert!(
+        dave.try_push("receivePeerMessage", Duration::from_millis(300))
+            .await
+            .is_none()
+    );
+    assert!(
+        bob.alive().await && dave.alive().await,
+        "nobody reconnected"
+    );
+    drop(nodes);
+    drop_schema(&schema).await;
+}
+
+/// One session per user across nodes, under simultaneous logins too: 100
+/// rounds of the same user logging in on two nodes at once leave exactly one
+/// session each, the loser closed within the bound docs/deploy.md states.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simultaneous_logins_on_two_nodes_leave_exactly_one_session() {
+    if !services().await {
+        return;
+    }
+    let (nodes, schema) = cluster().await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let mut slowest = Duration::ZERO;
+    for round in 0..100 {
+        let user = format!("twin{round}");
+        let (mut on_a, mut on_b) = tokio::join!(a.connect(), b.connect());
+        let tok = token(&user);
+        let (ra, rb) = tokio::join!(
+            on_a.login(APP, &user, &tok, None),
+            on_b.login(APP, &user, &tok, None)
+        );
+        assert_eq!(
+            (ra["code"].as_u64(), rb["code"].as_u64()),
+            (Some(0), Some(0)),
+            "round {round}: {ra} {rb}"
+        );
+        let logged_in = tokio::time::Instant::now();
+        // The loser is told within the bound, whichever it is.
+        let bound = Duration::from_secs(1);
+        let first = tokio::select! {
+            r = on_a.closed_within(bound) => r.map(|reason| (true, reason)),
+            r = on_b.closed_within(bound) => r.map(|reason| (false, reason)),
+        };
+        let Some((a_lost, reason)) = first else {
+            panic!("round {round}: both sessions still open {bound:?} after the logins");
+        };
+        slowest = slowest.max(logged_in.elapsed());
+        assert_eq!(reason.as_deref(), Some("kickedOut"), "round {round}");
+        let survivor = if a_lost { &mut on_b } else { &mut on_a };
+        assert!(
+            survivor.alive().await,
+            "round {round}: the other session stays"
+        );
+    }
+    eprintln!("simultaneous logins on two nodes: slowest kick within {slowest:?} of the logins");
+    drop(nodes);
+    drop_schema(&schema).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
