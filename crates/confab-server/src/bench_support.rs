@@ -10,7 +10,7 @@ use confab_proto::frame::{
     ConversationType, Message, MessageType, Priority, Push, ReceiveRoomMessage, encode_push,
 };
 
-use crate::envelope::{Envelope, RoomClass, room_topic};
+use crate::envelope::{Envelope, room_topic};
 use crate::hub::{Hub, MergeSettings, SessionLink};
 use confab_conn::outbox::Out;
 use confab_conn::queue;
@@ -51,12 +51,15 @@ impl FanoutFixture {
             above_per_s: 1,
             max_push_bytes: 64 * 1024,
         };
-        let hub = Hub::new(HashMap::from([(APP, settings)]));
+        let hub = Hub::new(
+            HashMap::from([(APP, settings)]),
+            crate::hub::FillStore::default(),
+        );
         let mut outboxes = Vec::with_capacity(members);
         let mut events = Vec::with_capacity(members);
         for id in 0..members {
             let (link, out, events_rx) = SessionLink::detached(id as u64, &format!("user{id}"));
-            hub.join_room(APP, ROOM, link);
+            hub.join_room(APP, ROOM, link, 0);
             outboxes.push(out);
             events.push(events_rx);
         }
@@ -90,8 +93,8 @@ impl FanoutFixture {
                 priority: Priority::High,
             }],
         });
-        Envelope::Room {
-            class: RoomClass::Stored,
+        Envelope::RoomMessage {
+            seq: self.seq,
             sender: "sender".into(),
             frame: Bytes::from(encode_push(&push)),
         }

@@ -88,7 +88,16 @@ pub(crate) enum Envelope {
     /// times means two logins at the same instant keep the later one instead of
     /// kicking each other.
     Kick { session_id: u64, login_ms: i64 },
-    /// A frame for every local member of a room except `sender` (empty: everyone).
+    /// A stored room message at `seq` of its room, for every local member
+    /// except `sender`'s sessions: receiving nodes deliver these in seq order
+    /// and fill a gap from the store (see `hub`).
+    RoomMessage {
+        seq: u64,
+        sender: String,
+        frame: Bytes,
+    },
+    /// Any other frame for every local member of a room except `sender`
+    /// (empty: everyone): room events, unstored messages.
     Room {
         class: RoomClass,
         sender: String,
@@ -100,6 +109,7 @@ const STORED: u8 = 1;
 const LIVE: u8 = 2;
 const KICK: u8 = 3;
 const ROOM: u8 = 4;
+const ROOM_MESSAGE: u8 = 5;
 
 impl Envelope {
     pub(crate) fn encode(&self) -> Bytes {
@@ -125,6 +135,14 @@ impl Envelope {
                 b.put_u8(KICK);
                 b.put_u64(*session_id);
                 b.put_i64(*login_ms);
+            }
+            Envelope::RoomMessage { seq, sender, frame } => {
+                b = BytesMut::with_capacity(10 + sender.len() + frame.len());
+                b.put_u8(ROOM_MESSAGE);
+                b.put_u64(*seq);
+                b.put_u8(u8::try_from(sender.len()).unwrap_or(u8::MAX));
+                b.put_slice(sender.as_bytes());
+                b.put_slice(frame);
             }
             Envelope::Room {
                 class,
@@ -162,6 +180,16 @@ impl Envelope {
                 session_id: u64::from_be_bytes(rest.get(..8)?.try_into().ok()?),
                 login_ms: i64::from_be_bytes(rest.get(8..16)?.try_into().ok()?),
             }),
+            ROOM_MESSAGE => {
+                let seq = u64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
+                let len = usize::from(*rest.get(8)?);
+                let sender = std::str::from_utf8(rest.get(9..9 + len)?).ok()?.to_owned();
+                Some(Envelope::RoomMessage {
+                    seq,
+                    sender,
+                    frame: payload.slice(10 + len..),
+                })
+            }
             ROOM => {
                 let class = RoomClass::from_code(*rest.first()?)?;
                 let len = usize::from(*rest.get(1)?);
@@ -251,11 +279,17 @@ mod tests {
                 sender: String::new(),
                 frame: Bytes::new(),
             },
+            Envelope::RoomMessage {
+                seq: 1 << 40,
+                sender: "bob".into(),
+                frame: Bytes::from_static(b"{\"push\":1}"),
+            },
         ] {
             assert_eq!(Envelope::decode(&e.encode()), Some(e));
         }
         assert_eq!(Envelope::decode(&Bytes::from_static(b"")), None);
         assert_eq!(Envelope::decode(&Bytes::from_static(b"\x01abc")), None);
         assert_eq!(Envelope::decode(&Bytes::from_static(b"\x09")), None);
+        assert_eq!(Envelope::decode(&Bytes::from_static(b"\x05\x00\x01")), None);
     }
 }

@@ -16,7 +16,12 @@ use tokio::time::Instant;
 
 use confab_conn::outbox::{Out, Outbox};
 
+use confab_proto::frame::{Push, ReceiveRoomMessage, encode_push};
+use confab_store::Store;
+
 use crate::envelope::{Envelope, RoomClass};
+use crate::seq_order::{self, SeqOrder};
+use crate::wire::wire_room;
 use confab_conn::queue;
 
 /// What a session task receives from the rest of the node.
@@ -110,6 +115,95 @@ pub(crate) struct Hub {
     merge: HashMap<u32, MergeSettings>,
     /// What busy rooms merged (for `/metrics`).
     merged: Arc<MergeCounters>,
+    /// Where gaps in a room's messages are filled from.
+    store: FillStore,
+}
+
+/// The store rooms fill gaps from (none: a bench's hub, which has no gaps).
+#[derive(Default, Clone)]
+pub(crate) struct FillStore(pub(crate) Option<Arc<dyn Store>>);
+
+impl std::fmt::Debug for FillStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "FillStore"
+        } else {
+            "NoFillStore"
+        })
+    }
+}
+
+/// Room messages read per fill query.
+const FILL_PAGE: usize = 256;
+/// How long a fill waits after the store failed before it reads again.
+const FILL_RETRY: Duration = Duration::from_secs(1);
+/// How many times a fill reads a failing store before it gives up (the next
+/// gap or reconnect starts another).
+const FILL_TRIES: u32 = 5;
+
+/// Fills `room`'s gap from the store: after `wait` (for the lower seqs still
+/// in flight from other nodes), reads what the store holds after the room's
+/// last seq and hands it on in order, with what waited behind it.
+async fn fill_room(
+    store: Arc<dyn Store>,
+    app_id: u32,
+    room_id: String,
+    room: Arc<Mutex<Room>>,
+    wait: Duration,
+    forced: bool,
+) {
+    if !wait.is_zero() {
+        tokio::time::sleep(wait).await;
+    }
+    if !lock(&room).order.still_needs_fill(forced) {
+        return;
+    }
+    let mut failures = 0;
+    loop {
+        let after = {
+            let room = lock(&room);
+            if room.removed {
+                return;
+            }
+            room.order.last()
+        };
+        let page = match store
+            .room_messages_after(app_id, &room_id, after, FILL_PAGE)
+            .await
+        {
+            Ok(page) => page,
+            Err(e) => {
+                failures += 1;
+                tracing::warn!(app = app_id, room = %room_id, error = %e, "filling a room's gap from the store failed");
+                if failures >= FILL_TRIES {
+                    lock(&room).order.fill_failed();
+                    return;
+                }
+                tokio::time::sleep(FILL_RETRY).await;
+                continue;
+            }
+        };
+        let complete = page.len() < FILL_PAGE;
+        let stored = page
+            .into_iter()
+            .map(|m| {
+                let (seq, sender) = (m.seq, m.sender.clone());
+                let push = Push::ReceiveRoomMessage(ReceiveRoomMessage {
+                    from_room_id: m.room_id.clone(),
+                    message_list: vec![wire_room(m)],
+                });
+                (seq, sender, Utf8Bytes::from(encode_push(&push)))
+            })
+            .collect();
+        let mut guard = lock(&room);
+        let (ready, again) = guard.order.filled(stored, complete);
+        for (sender, frame) in ready {
+            guard.deliver(&room, RoomClass::Stored, sender, frame);
+        }
+        if !again {
+            return;
+        }
+    }
 }
 
 /// How much merging busy rooms did on this node.
@@ -146,6 +240,8 @@ struct Room {
     /// Taken out of the hub's map (no members left): joins make a new room.
     removed: bool,
     counters: Arc<MergeCounters>,
+    /// Its stored messages' seq order on this node (see `seq_order`).
+    order: SeqOrder,
 }
 
 /// A frame held in a busy room.
@@ -207,7 +303,12 @@ impl RateMeter {
 }
 
 impl Room {
-    fn new(room_id: &str, settings: MergeSettings, counters: Arc<MergeCounters>) -> Room {
+    fn new(
+        room_id: &str,
+        settings: MergeSettings,
+        counters: Arc<MergeCounters>,
+        last_seq: u64,
+    ) -> Room {
         Room {
             links: Vec::new(),
             settings,
@@ -219,6 +320,7 @@ impl Room {
             flush_gen: 0,
             removed: false,
             counters,
+            order: SeqOrder::new(last_seq),
         }
     }
 
@@ -401,9 +503,10 @@ impl SessionLink {
 
 impl Hub {
     /// A hub whose rooms merge messages by each app's settings.
-    pub(crate) fn new(merge: HashMap<u32, MergeSettings>) -> Hub {
+    pub(crate) fn new(merge: HashMap<u32, MergeSettings>, store: FillStore) -> Hub {
         Hub {
             merge,
+            store,
             ..Hub::default()
         }
     }
@@ -427,8 +530,9 @@ impl Hub {
         }
     }
 
-    /// The room's state, made if the room has no local members yet.
-    fn room(&self, app_id: u32, room_id: &str) -> Arc<Mutex<Room>> {
+    /// The room's state, made if the room has no local members yet (its
+    /// members then have every stored message up to `last_seq`).
+    fn room(&self, app_id: u32, room_id: &str, last_seq: u64) -> Arc<Mutex<Room>> {
         let mut map = self.rooms.lock().expect("hub lock");
         let new_room = || {
             let settings = self.merge.get(&app_id).copied().unwrap_or_default();
@@ -436,6 +540,7 @@ impl Hub {
                 room_id,
                 settings,
                 self.merged.clone(),
+                last_seq,
             )))
         };
         let entry = map
@@ -463,12 +568,13 @@ impl Hub {
             .cloned()
     }
 
-    /// Adds a session to a room's local members (idempotent per session). What
-    /// the room holds is sent first: it was published before the join.
-    pub(crate) fn join_room(&self, app_id: u32, room_id: &str, link: SessionLink) {
+    /// Adds a session to a room's local members (idempotent per session), whose
+    /// catch-up reached `last_seq`. What the room holds is sent first: it was
+    /// published before the join.
+    pub(crate) fn join_room(&self, app_id: u32, room_id: &str, link: SessionLink, last_seq: u64) {
         // The map's lock is not held while the room sends (that may take a while).
         loop {
-            let room = self.room(app_id, room_id);
+            let room = self.room(app_id, room_id, last_seq);
             let mut room = lock(&room);
             if room.removed {
                 continue;
@@ -536,6 +642,70 @@ impl Hub {
         lock(&room).deliver(&room, class, sender, frame);
     }
 
+    /// A stored room message from the broker: to the members in seq order,
+    /// a gap filled from the store (see `seq_order`).
+    fn deliver_room_message(
+        &self,
+        app_id: u32,
+        room_id: &str,
+        seq: u64,
+        sender: String,
+        frame: Bytes,
+    ) {
+        let Some(room) = self.existing_room(app_id, room_id) else {
+            return;
+        };
+        let Ok(frame) = Utf8Bytes::try_from(frame) else {
+            return;
+        };
+        let mut guard = lock(&room);
+        let arrival = guard.order.arrive(seq, sender, frame);
+        for (sender, frame) in arrival.ready {
+            guard.deliver(&room, RoomClass::Stored, sender, frame);
+        }
+        drop(guard);
+        if arrival.start_fill {
+            self.spawn_fill(app_id, room_id, room, seq_order::GAP_WAIT, false);
+        }
+    }
+
+    /// Makes sure the room's local members have what the store holds (after
+    /// a member's first subscription to it on this node, whose publications
+    /// before that never came here).
+    pub(crate) fn check_room(&self, app_id: u32, room_id: &str) {
+        if let Some(room) = self.existing_room(app_id, room_id) {
+            if lock(&room).order.request_fill() {
+                self.spawn_fill(app_id, room_id, room, Duration::ZERO, true);
+            }
+        }
+    }
+
+    /// Runs a fill of `room` from the store on its own task (none without a
+    /// store or a runtime: a bench's hub).
+    fn spawn_fill(
+        &self,
+        app_id: u32,
+        room_id: &str,
+        room: Arc<Mutex<Room>>,
+        wait: Duration,
+        forced: bool,
+    ) {
+        let (Some(store), Ok(runtime)) =
+            (self.store.0.clone(), tokio::runtime::Handle::try_current())
+        else {
+            lock(&room).order.fill_failed();
+            return;
+        };
+        runtime.spawn(fill_room(
+            store,
+            app_id,
+            room_id.to_owned(),
+            room,
+            wait,
+            forced,
+        ));
+    }
+
     /// Whether the user has a local session other than `session_id`.
     pub(crate) fn has_other_session(&self, app_id: u32, user_id: &str, session_id: u64) -> bool {
         self.sessions
@@ -578,13 +748,16 @@ impl Handler for Hub {
             return;
         };
         if kind == 'r' {
-            if let Envelope::Room {
-                class,
-                sender,
-                frame,
-            } = envelope
-            {
-                self.deliver_room(app_id, id, class, sender, frame);
+            match envelope {
+                Envelope::Room {
+                    class,
+                    sender,
+                    frame,
+                } => self.deliver_room(app_id, id, class, sender, frame),
+                Envelope::RoomMessage { seq, sender, frame } => {
+                    self.deliver_room_message(app_id, id, seq, sender, frame);
+                }
+                _ => {}
             }
             return;
         }
@@ -617,6 +790,16 @@ impl Handler for Hub {
             // A full queue already holds publications that will show any gap.
             let _ = link.events.try_push(Event::CatchUp);
         }
+        let rooms: Vec<RoomKey> = self
+            .rooms
+            .lock()
+            .expect("hub lock")
+            .keys()
+            .cloned()
+            .collect();
+        for (app_id, room_id) in rooms {
+            self.check_room(app_id, &room_id);
+        }
     }
 }
 
@@ -640,11 +823,11 @@ mod tests {
             above_per_s,
             max_push_bytes: MERGE_MAX_BYTES,
         };
-        Hub::new(HashMap::from([(APP, settings)]))
+        Hub::new(HashMap::from([(APP, settings)]), FillStore::default())
     }
 
     fn hub_with(settings: MergeSettings) -> Hub {
-        Hub::new(HashMap::from([(APP, settings)]))
+        Hub::new(HashMap::from([(APP, settings)]), FillStore::default())
     }
 
     /// A member of the room, as its session's queues see it.
@@ -655,7 +838,7 @@ mod tests {
 
     fn member(hub: &Hub, id: u64, user: &str) -> Member {
         let (link, out, events) = SessionLink::detached(id, user);
-        hub.join_room(APP, ROOM, link);
+        hub.join_room(APP, ROOM, link, 0);
         Member { out, events }
     }
 

@@ -20,6 +20,7 @@ mod logs;
 mod no_import_loops;
 mod rooms;
 mod send;
+mod seq_order;
 mod sequencer;
 mod session;
 mod state;
@@ -133,7 +134,7 @@ impl Server {
             .iter()
             .map(|app| (app.id, MergeSettings::from_limits(&app.limits)))
             .collect();
-        let hub = Arc::new(Hub::new(merge));
+        let hub = Arc::new(Hub::new(merge, hub::FillStore(Some(store.clone()))));
         let broker = match options.broker {
             Some(make) => make(hub.clone())
                 .await

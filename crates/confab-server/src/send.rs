@@ -37,7 +37,7 @@ use confab_proto::frame::{
 };
 use confab_store::{NewPeerMessage, NewRoomMessage, RoomError};
 
-use crate::envelope::{Envelope, RoomClass, user_topic};
+use crate::envelope::{Envelope, user_topic};
 use crate::sequencer::{RoomKey, Started, Ticket, poll_once};
 use crate::state::{App, Metrics, Shared};
 use crate::validate;
@@ -313,8 +313,8 @@ pub(crate) async fn finish(shared: &Shared, done: Finished) -> Reply {
                             from_room_id: m.room_id.clone(),
                             message_list: vec![wire_room(m)],
                         });
-                        let envelope = Envelope::Room {
-                            class: RoomClass::Stored,
+                        let envelope = Envelope::RoomMessage {
+                            seq,
                             sender,
                             frame: Bytes::from(encode_push(&push)),
                         };

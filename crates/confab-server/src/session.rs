@@ -706,7 +706,7 @@ impl Session {
                 login_ms,
             } => self.on_kick(login_ms, session_id).await,
             // Room frames go straight to the outbox from the hub.
-            Envelope::Room { .. } => None,
+            Envelope::Room { .. } | Envelope::RoomMessage { .. } => None,
             Envelope::Live { priority, frame } => {
                 let class = crate::envelope::live_class(priority);
                 match utf8(frame) {

@@ -284,7 +284,7 @@ mod tests {
         let store =
             confab_store::SqliteStore::open(confab_store::SqliteConfig::new(dir.join("confab.db")))
                 .expect("store");
-        let hub = Arc::new(Hub::new(HashMap::new()));
+        let hub = Arc::new(Hub::new(HashMap::new(), crate::hub::FillStore::default()));
         let broker = crate::local_broker(hub.clone());
         let (_tx, shutdown) = watch::channel(false);
         Arc::new(Shared::new(

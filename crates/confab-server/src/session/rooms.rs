@@ -211,7 +211,9 @@ impl Session {
                 }
             }
         }
-        self.shared.hub.join_room(app.id, room_id, self.link());
+        self.shared
+            .hub
+            .join_room(app.id, room_id, self.link(), upto);
         drop(hold);
         if self.rooms.insert(room_id.to_owned()) {
             if let Err(e) = self
@@ -222,6 +224,9 @@ impl Session {
             {
                 tracing::warn!(error = %e, "room subscribe failed");
             }
+            // What other nodes published before this node listened (its first
+            // member's join) never came: the room reads the store once.
+            self.shared.hub.check_room(app.id, room_id);
         }
         None
     }

@@ -197,10 +197,12 @@ async fn a_redis_outage_leaves_no_silent_gap_for_peers() {
     assert_eq!(received(dave.peer_messages(3).await), texts("dave", 1..=3));
 
     redis.kill();
+    let killed = tokio::time::Instant::now();
     send_round(&mut alice, 4..=6).await;
     // The sender's own node delivers without Redis.
     assert_eq!(received(dave.peer_messages(3).await), texts("dave", 4..=6));
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Down for 5 s in all.
+    tokio::time::sleep_until(killed + Duration::from_secs(5)).await;
 
     redis.restart().await;
     let back = tokio::time::Instant::now();
@@ -234,6 +236,206 @@ async fn a_redis_outage_leaves_no_silent_gap_for_peers() {
         bob.alive().await && dave.alive().await,
         "nobody reconnected"
     );
+    drop(nodes);
+    drop_schema(&schema).await;
+}
+
+/// The seqs of the room messages `client` receives until `quiet` passes
+/// without one.
+async fn room_seqs(client: &mut Client, quiet: Duration) -> Vec<u64> {
+    client
+        .messages_until_quiet("receiveRoomMessage", quiet)
+        .await
+        .iter()
+        .map(|m| m["conversationSeq"].as_u64().unwrap())
+        .collect()
+}
+
+/// Sends Text room message `local` to `room`; its seq.
+async fn send_room(client: &mut Client, room: &str, local: u64) -> u64 {
+    let r = client
+        .request(
+            "sendRoomMessage",
+            json!({"roomID": room, "type": 1, "message": format!("m{local}"), "localMessageID": local}),
+        )
+        .await;
+    assert_eq!(r["code"], 0, "{r}");
+    r["data"]["conversationSeq"].as_u64().unwrap()
+}
+
+/// Redis killed mid-stream in a room with members on three nodes: the
+/// members on the sender's node keep getting its messages; the others get
+/// what was stored meanwhile within 2 s of Redis's return, without a newer
+/// message and without reconnecting, then live ones, in seq order, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_leaves_no_silent_gap_in_rooms() {
+    if !services().await {
+        return;
+    }
+    let mut redis = PrivateRedis::start().await;
+    let (nodes, schema) = cluster_on(&redis).await;
+    let mut sender = nodes[0].login("sender").await;
+    let r = sender
+        .request("createRoom", json!({"roomInfo": {"roomID": "hall"}}))
+        .await;
+    assert_eq!(r["code"], 0, "{r}");
+    let mut members = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        let mut m = node.login(&format!("member{i}")).await;
+        assert_eq!(
+            m.request("joinRoom", json!({"roomID": "hall"})).await["code"],
+            0
+        );
+        members.push(m);
+    }
+    let mut local = 0;
+    let mut sent = Vec::new();
+    for _ in 0..3 {
+        local += 1;
+        sent.push(send_room(&mut sender, "hall", local).await);
+    }
+    for m in &mut members {
+        assert_eq!(room_seqs(m, Duration::from_millis(500)).await, sent);
+    }
+
+    redis.kill();
+    let killed = tokio::time::Instant::now();
+    let mut during = Vec::new();
+    for _ in 0..3 {
+        local += 1;
+        during.push(send_room(&mut sender, "hall", local).await);
+    }
+    // On the sender's node, live without Redis.
+    assert_eq!(
+        room_seqs(&mut members[0], Duration::from_millis(500)).await,
+        during
+    );
+    // Down for 5 s in all.
+    tokio::time::sleep_until(killed + Duration::from_secs(5)).await;
+
+    redis.restart().await;
+    let back = tokio::time::Instant::now();
+    for m in &mut members[1..] {
+        let mut got = Vec::new();
+        while got.len() < during.len() {
+            let p = tokio::time::timeout(
+                Duration::from_secs(3).saturating_sub(back.elapsed()),
+                m.push("receiveRoomMessage"),
+            )
+            .await
+            .expect("what was stored during the outage, within 3 s of Redis's return");
+            got.extend(
+                p["data"]["messageList"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|m| m["conversationSeq"].as_u64().unwrap()),
+            );
+        }
+        assert_eq!(got, during, "in seq order, once");
+    }
+    let took = back.elapsed();
+    eprintln!("room catch-up {took:?} after Redis's return");
+    assert!(
+        took < Duration::from_secs(2),
+        "caught up {took:?} after Redis's return"
+    );
+
+    let mut after = Vec::new();
+    for _ in 0..3 {
+        local += 1;
+        after.push(send_room(&mut sender, "hall", local).await);
+    }
+    for m in &mut members {
+        assert_eq!(
+            room_seqs(m, Duration::from_millis(500)).await,
+            after,
+            "live, nothing twice"
+        );
+        assert!(m.alive().await, "nobody reconnected");
+    }
+    drop(nodes);
+    drop_schema(&schema).await;
+}
+
+/// Senders on two nodes into one room: every member, on each of three nodes,
+/// receives the room's messages in seq order (CONFAB_ORDER_SECS seconds of
+/// sending, default 5; the check is 60).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn senders_on_two_nodes_give_every_member_one_room_order() {
+    if !services().await {
+        return;
+    }
+    let secs: u64 = std::env::var("CONFAB_ORDER_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let (nodes, schema) = cluster().await;
+    let mut owner = nodes[0].login("owner").await;
+    let r = owner
+        .request("createRoom", json!({"roomInfo": {"roomID": "ordered"}}))
+        .await;
+    assert_eq!(r["code"], 0, "{r}");
+    let mut members = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        for j in 0..2 {
+            let mut m = node.login(&format!("member{i}x{j}")).await;
+            assert_eq!(
+                m.request("joinRoom", json!({"roomID": "ordered"})).await["code"],
+                0
+            );
+            members.push(m);
+        }
+    }
+    // Three senders on A, three on B, 15 messages a second in all.
+    let mut senders = Vec::new();
+    for (i, node) in [
+        &nodes[0], &nodes[0], &nodes[0], &nodes[1], &nodes[1], &nodes[1],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut s = node.login(&format!("sender{i}")).await;
+        assert_eq!(
+            s.request("joinRoom", json!({"roomID": "ordered"})).await["code"],
+            0
+        );
+        senders.push(s);
+    }
+    let readers: Vec<_> = members
+        .into_iter()
+        .map(|mut m| tokio::spawn(async move { room_seqs(&mut m, Duration::from_secs(3)).await }))
+        .collect();
+    let until = tokio::time::Instant::now() + Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    for (i, mut s) in senders.into_iter().enumerate() {
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(400));
+            let mut local = 0;
+            // Staggered: the six senders' sends interleave.
+            tokio::time::sleep(Duration::from_millis(66 * i as u64)).await;
+            while tokio::time::Instant::now() < until {
+                tick.tick().await;
+                local += 1;
+                send_room(&mut s, "ordered", local).await;
+            }
+            local
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += usize::try_from(t.await.unwrap()).unwrap();
+    }
+    for (i, r) in readers.into_iter().enumerate() {
+        let seqs = r.await.unwrap();
+        let inversions = seqs.windows(2).filter(|w| w[1] <= w[0]).count();
+        assert_eq!(
+            inversions, 0,
+            "member {i}: {inversions} inversions in {seqs:?}"
+        );
+        assert_eq!(seqs.len(), total, "member {i}: every message once");
+    }
+    eprintln!("{total} messages from senders on two nodes, {secs} s: 0 inversions at 6 members");
     drop(nodes);
     drop_schema(&schema).await;
 }
