@@ -27,7 +27,8 @@
 //! - **Local first:** a publication reaches the publishing node's own handler at
 //!   once, before it goes to Redis (if the node is subscribed to the topic), and
 //!   the copy Redis echoes back is skipped (every payload on Redis starts with
-//!   the publishing node's random id). So a node's own sessions keep getting its
+//!   a mark byte and the publishing node's random id; see `MARK` for nodes of
+//!   an earlier version). So a node's own sessions keep getting its
 //!   publications while Redis is down; `publish` then still fails, for the other
 //!   nodes.
 
@@ -96,8 +97,16 @@ struct Inner {
     origin: u64,
 }
 
-/// Bytes of the origin id before a payload on Redis.
-const ORIGIN_LEN: usize = 8;
+/// The first byte of a payload on Redis that carries its publisher's origin
+/// id: `[MARK, origin (8 bytes), payload]`. A payload without it comes from a
+/// node of an earlier version and is delivered whole; an earlier node drops
+/// ours (the server's envelopes never start with this byte), so nodes of two
+/// versions on one Redis miss each other's publications but never misread
+/// them.
+const MARK: u8 = 0xC0;
+
+/// Bytes of the mark and the origin id before a payload on Redis.
+const ORIGIN_LEN: usize = 9;
 
 /// A random id for a node (std's per-process random hash keys, the time and
 /// the process id: unique among the nodes of one Redis in practice).
@@ -285,6 +294,7 @@ impl Broker for RedisBroker {
             return Err(inner.down("the publishing connection is down"));
         };
         let mut framed = Vec::with_capacity(ORIGIN_LEN + payload.len());
+        framed.push(MARK);
         framed.extend_from_slice(&inner.origin.to_be_bytes());
         framed.extend_from_slice(&payload);
         let mut cmd = redis::cmd("PUBLISH");
@@ -800,12 +810,16 @@ impl Reader {
                 continue;
             };
             let bytes = msg.get_payload_bytes();
-            let Some((origin, payload)) = bytes.split_at_checked(ORIGIN_LEN) else {
-                continue; // Not a confab node's publication.
+            let payload = match bytes.split_at_checked(ORIGIN_LEN) {
+                Some((head, payload)) if head[0] == MARK => {
+                    if head[1..] == self.origin.to_be_bytes() {
+                        continue; // Delivered locally when it was published.
+                    }
+                    payload
+                }
+                // An earlier node's publication: no origin.
+                _ => bytes,
             };
-            if origin == self.origin.to_be_bytes() {
-                continue; // Delivered locally when it was published.
-            }
             let payload = Bytes::copy_from_slice(payload);
             self.handler.on_publication(topic, &payload);
         }

@@ -59,7 +59,7 @@ impl FanoutFixture {
         let mut events = Vec::with_capacity(members);
         for id in 0..members {
             let (link, out, events_rx) = SessionLink::detached(id as u64, &format!("user{id}"));
-            hub.join_room(APP, ROOM, link, 0);
+            let _ = hub.join_room(APP, ROOM, link, 0, false);
             outboxes.push(out);
             events.push(events_rx);
         }

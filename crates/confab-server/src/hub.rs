@@ -160,12 +160,12 @@ async fn fill_room(
     }
     let mut failures = 0;
     loop {
-        let after = {
+        let (after, first_pending) = {
             let room = lock(&room);
             if room.removed {
                 return;
             }
-            room.order.last()
+            (room.order.last(), room.order.first_pending())
         };
         let page = match store
             .room_messages_after(app_id, &room_id, after, FILL_PAGE)
@@ -176,7 +176,10 @@ async fn fill_room(
                 failures += 1;
                 tracing::warn!(app = app_id, room = %room_id, error = %e, "filling a room's gap from the store failed");
                 if failures >= FILL_TRIES {
-                    lock(&room).order.fill_failed();
+                    let mut guard = lock(&room);
+                    for (sender, frame) in guard.order.fill_failed() {
+                        guard.deliver(&room, RoomClass::Stored, sender, frame);
+                    }
                     return;
                 }
                 tokio::time::sleep(FILL_RETRY).await;
@@ -195,13 +198,18 @@ async fn fill_room(
                 (seq, sender, Utf8Bytes::from(encode_push(&push)))
             })
             .collect();
-        let mut guard = lock(&room);
-        let (ready, again) = guard.order.filled(stored, complete);
-        for (sender, frame) in ready {
-            guard.deliver(&room, RoomClass::Stored, sender, frame);
-        }
-        if !again {
-            return;
+        let again = {
+            let mut guard = lock(&room);
+            let (ready, again) = guard.order.filled(stored, complete, first_pending);
+            for (sender, frame) in ready {
+                guard.deliver(&room, RoomClass::Stored, sender, frame);
+            }
+            again
+        };
+        match again {
+            None => return,
+            Some(wait) if !wait.is_zero() => tokio::time::sleep(wait).await,
+            Some(_) => {}
         }
     }
 }
@@ -570,8 +578,18 @@ impl Hub {
 
     /// Adds a session to a room's local members (idempotent per session), whose
     /// catch-up reached `last_seq`. What the room holds is sent first: it was
-    /// published before the join.
-    pub(crate) fn join_room(&self, app_id: u32, room_id: &str, link: SessionLink, last_seq: u64) {
+    /// published before the join. With `must_follow`, a room already further on
+    /// this node (its last seq handed on beyond `last_seq`) is not joined:
+    /// `Err(its last seq)`, to catch up to first, so nothing in between is
+    /// missed.
+    pub(crate) fn join_room(
+        &self,
+        app_id: u32,
+        room_id: &str,
+        link: SessionLink,
+        last_seq: u64,
+        must_follow: bool,
+    ) -> Result<(), u64> {
         // The map's lock is not held while the room sends (that may take a while).
         loop {
             let room = self.room(app_id, room_id, last_seq);
@@ -579,11 +597,14 @@ impl Hub {
             if room.removed {
                 continue;
             }
+            if must_follow && room.order.last() > last_seq {
+                return Err(room.order.last());
+            }
             if !room.links.iter().any(|l| l.id == link.id) {
                 room.flush();
                 room.links.push(link);
             }
-            return;
+            return Ok(());
         }
     }
 
@@ -693,7 +714,10 @@ impl Hub {
         let (Some(store), Ok(runtime)) =
             (self.store.0.clone(), tokio::runtime::Handle::try_current())
         else {
-            lock(&room).order.fill_failed();
+            let mut guard = lock(&room);
+            for (sender, frame) in guard.order.fill_failed() {
+                guard.deliver(&room, RoomClass::Stored, sender, frame);
+            }
             return;
         };
         runtime.spawn(fill_room(
@@ -838,7 +862,7 @@ mod tests {
 
     fn member(hub: &Hub, id: u64, user: &str) -> Member {
         let (link, out, events) = SessionLink::detached(id, user);
-        hub.join_room(APP, ROOM, link, 0);
+        hub.join_room(APP, ROOM, link, 0, false).expect("joined");
         Member { out, events }
     }
 

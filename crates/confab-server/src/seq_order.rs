@@ -118,14 +118,29 @@ impl SeqOrder {
         false
     }
 
+    /// The lowest seq waiting for a lower one, if any: a fill notes it before
+    /// it reads (see [`SeqOrder::filled`]).
+    pub(crate) fn first_pending(&self) -> Option<u64> {
+        self.pending.keys().next().copied()
+    }
+
     /// What the store holds after [`SeqOrder::last`] (ascending; `complete`:
-    /// nothing more after the last of them). Returns what to deliver, in
-    /// order, and whether the fill must read again.
+    /// nothing more after the last of them), read when `first_pending` was the
+    /// lowest seq waiting. Returns what to deliver, in order, and whether the
+    /// fill must read again (`Some(wait)`: after that long).
+    ///
+    /// A message that waited before the read began was committed before it
+    /// was published, so the read saw it and everything below it: a seq below
+    /// it the store did not return does not exist (retention removed it), and
+    /// is stepped over. A message that came during the read may sit above a
+    /// seq committed after the read looked (by another node, on its way): it
+    /// waits for the next read, after [`GAP_WAIT`].
     pub(crate) fn filled(
         &mut self,
         stored: Vec<(u64, String, Utf8Bytes)>,
         complete: bool,
-    ) -> (Vec<Ready>, bool) {
+        first_pending: Option<u64>,
+    ) -> (Vec<Ready>, Option<Duration>) {
         let mut ready = Vec::new();
         for (seq, sender, frame) in stored {
             if seq > self.last {
@@ -137,23 +152,35 @@ impl SeqOrder {
         self.pending.retain(|&seq, _| seq > last);
         self.drain(&mut ready);
         if !complete {
-            return (ready, true);
+            return (ready, Some(Duration::ZERO));
         }
-        // The store has everything up to its newest: what still waits is
-        // beyond a gap the store cannot fill (retention removed it).
-        self.skip_gap(&mut ready);
+        if let Some(seen) = first_pending {
+            if self.last + 1 < seen {
+                // Below a message the read could see: nothing more exists.
+                self.last = seen - 1;
+                self.drain(&mut ready);
+            }
+        }
+        if self.has_gap() {
+            return (ready, Some(GAP_WAIT));
+        }
         if std::mem::take(&mut self.again) {
-            return (ready, true);
+            return (ready, Some(Duration::ZERO));
         }
         self.filling = false;
-        (ready, false)
+        (ready, None)
     }
 
-    /// A fill that failed (the store unreachable) and gives up for now: the
-    /// next gap or reconnect starts another.
-    pub(crate) fn fill_failed(&mut self) {
+    /// A fill that failed (the store unreachable) and gives up for now: what
+    /// waits goes out in seq order over the gap rather than be held with no
+    /// end (the members' next catch-up by seq brings the rest); the next gap
+    /// or reconnect starts another fill.
+    pub(crate) fn fill_failed(&mut self) -> Vec<Ready> {
         self.filling = false;
         self.again = false;
+        let mut ready = Vec::new();
+        self.skip_gap(&mut ready);
+        ready
     }
 
     /// Hands on the pending messages that now follow `last` without a gap.
@@ -246,9 +273,9 @@ mod tests {
             let (s, f) = msg(seq);
             (seq, s, f)
         });
-        let (ready, again) = o.filled(stored.collect(), true);
+        let (ready, again) = o.filled(stored.collect(), true, o.first_pending());
         assert_eq!(texts(&ready), ["m4", "m5", "m6", "m7"]);
-        assert!(!again);
+        assert!(again.is_none());
         assert_eq!(o.last(), 7);
         let (s, f) = msg(8);
         assert!(!o.arrive(8, s, f).start_fill, "no fill runs, none needed");
@@ -263,29 +290,60 @@ mod tests {
         assert!(!o.request_fill(), "one runs: it reads again instead");
         assert!(o.still_needs_fill(true));
         let (s, f) = msg(10);
-        let (ready, again) = o.filled(vec![(10, s, f)], true);
+        let (ready, again) = o.filled(vec![(10, s, f)], true, None);
         assert_eq!(texts(&ready), ["m10"]);
-        assert!(again, "asked again while it ran");
-        let (ready, again) = o.filled(Vec::new(), true);
-        assert!(ready.is_empty() && !again);
+        assert_eq!(again, Some(Duration::ZERO), "asked again while it ran");
+        let (ready, again) = o.filled(Vec::new(), true, None);
+        assert!(ready.is_empty() && again.is_none());
         assert!(o.request_fill(), "over: the next request starts one");
     }
 
-    /// A page that is not the last keeps the fill going; messages held beyond
-    /// what the store has (removed by retention) go out rather than wait.
+    /// A page that is not the last keeps the fill going; a message that
+    /// waited before the read, beyond what the store has (retention removed
+    /// the rest), goes out over the gap.
     #[test]
     fn paged_fills_and_gaps_the_store_cannot_fill() {
         let mut o = SeqOrder::new(0);
         let (s, f) = msg(9);
         assert!(o.arrive(9, s, f).start_fill);
         let (s, f) = msg(1);
-        let (ready, again) = o.filled(vec![(1, s, f)], false);
+        let (ready, again) = o.filled(vec![(1, s, f)], false, o.first_pending());
         assert_eq!(texts(&ready), ["m1"]);
-        assert!(again);
-        let (ready, again) = o.filled(Vec::new(), true);
+        assert_eq!(again, Some(Duration::ZERO));
+        let (ready, again) = o.filled(Vec::new(), true, o.first_pending());
         assert_eq!(texts(&ready), ["m9"], "over the gap");
-        assert!(!again);
+        assert!(again.is_none());
         assert_eq!(o.last(), 9);
+    }
+
+    /// The race a review found: a fill reads and sees nothing; meanwhile
+    /// another node commits 6 and this node 7, which arrives first (local).
+    /// 7 must wait for the next read, not go out over 6.
+    #[test]
+    fn a_message_that_came_during_the_read_waits_for_the_next_one() {
+        let mut o = SeqOrder::new(5);
+        assert!(o.request_fill());
+        let seen = o.first_pending();
+        let (s, f) = msg(7);
+        assert!(o.arrive(7, s, f).ready.is_empty(), "held: 6 is on its way");
+        let (ready, again) = o.filled(Vec::new(), true, seen);
+        assert!(ready.is_empty(), "7 is not handed on over 6");
+        assert_eq!(again, Some(GAP_WAIT), "read again after the wait");
+        // 6 arrives from the broker meanwhile: both go out, in order.
+        let (s, f) = msg(6);
+        assert_eq!(texts(&o.arrive(6, s, f).ready), ["m6", "m7"]);
+        let (ready, again) = o.filled(Vec::new(), true, o.first_pending());
+        assert!(ready.is_empty() && again.is_none());
+    }
+
+    /// A fill that gives up sends what waits rather than hold it.
+    #[test]
+    fn a_failed_fill_releases_what_waits() {
+        let mut o = SeqOrder::new(1);
+        let (s, f) = msg(3);
+        assert!(o.arrive(3, s, f).start_fill);
+        assert_eq!(texts(&o.fill_failed()), ["m3"]);
+        assert!(o.request_fill(), "no fill runs any more");
     }
 
     #[test]

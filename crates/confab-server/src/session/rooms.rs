@@ -33,6 +33,9 @@ use confab_conn::outbox::Class;
 const MAX_DESTROY_DELAY_SECS: u32 = 3 * 3600;
 /// Room messages pushed per catch-up read.
 const CATCH_UP_PAGE: usize = 256;
+/// How many times a join catches up again to where the room is on this node
+/// before it joins anyway (a room far busier than a catch-up is fast).
+const MAX_JOIN_ROUNDS: u32 = 8;
 /// Bytes of message bodies per catch-up frame.
 const CATCH_UP_FRAME_BYTES: usize = 64 * 1024;
 
@@ -148,72 +151,31 @@ impl Session {
         // A busy room may hold messages up to `upto` for its members (this
         // session among them when it rejoins): out before the catch-up.
         self.shared.hub.flush_room(app.id, room_id);
-        if let Some(mut after) = last_seq {
-            while after < upto {
-                let page = match self
-                    .shared
-                    .store
-                    .room_messages_after(app.id, room_id, after, CATCH_UP_PAGE)
-                    .await
-                {
-                    Ok(page) => page,
-                    Err(e) => {
-                        tracing::error!(error = %e, "room catch-up failed");
-                        break;
-                    }
-                };
-                let Some(first) = page.first() else {
-                    // Retention removed the rest.
-                    let gap = Push::RoomSyncGap(RoomSyncGap {
-                        room_id: room_id.to_owned(),
-                        from_seq: after + 1,
-                        to_seq: upto,
-                    });
-                    if self.push_paced(&gap).await.is_err() {
-                        return slow();
-                    }
-                    break;
-                };
-                if first.seq > after + 1 {
-                    let gap = Push::RoomSyncGap(RoomSyncGap {
-                        room_id: room_id.to_owned(),
-                        from_seq: after + 1,
-                        to_seq: first.seq - 1,
-                    });
-                    if self.push_paced(&gap).await.is_err() {
-                        return slow();
-                    }
+        // The room may already be further on this node than this catch-up
+        // went (other members, other nodes' messages): catch up to where it
+        // is, then join, so the session misses nothing in between.
+        let mut upto = upto;
+        let mut after = last_seq;
+        let mut rounds = 0;
+        loop {
+            if let Some(after) = after.as_mut() {
+                if self.room_catch_up(room_id, after, upto).await.is_err() {
+                    return slow();
                 }
-                let page: Vec<StoredRoomMessage> =
-                    page.into_iter().filter(|m| m.seq <= upto).collect();
-                if page.is_empty() {
-                    break;
-                }
-                // Frames cut at CATCH_UP_FRAME_BYTES of bodies, queued at the
-                // client's reading pace.
-                let mut batch = Vec::new();
-                let mut bytes = 0;
-                let count = page.len();
-                for (i, m) in page.into_iter().enumerate() {
-                    after = m.seq;
-                    bytes += m.body.len();
-                    batch.push(wire_room(m));
-                    if bytes >= CATCH_UP_FRAME_BYTES || i + 1 == count {
-                        let push = Push::ReceiveRoomMessage(ReceiveRoomMessage {
-                            message_list: std::mem::take(&mut batch),
-                            from_room_id: room_id.to_owned(),
-                        });
-                        if self.push_paced(&push).await.is_err() {
-                            return slow();
-                        }
-                        bytes = 0;
-                    }
+            }
+            let must_follow = after.is_some() && rounds < MAX_JOIN_ROUNDS;
+            match self
+                .shared
+                .hub
+                .join_room(app.id, room_id, self.link(), upto, must_follow)
+            {
+                Ok(()) => break,
+                Err(room_last) => {
+                    upto = room_last;
+                    rounds += 1;
                 }
             }
         }
-        self.shared
-            .hub
-            .join_room(app.id, room_id, self.link(), upto);
         drop(hold);
         if self.rooms.insert(room_id.to_owned()) {
             if let Err(e) = self
@@ -229,6 +191,76 @@ impl Session {
             self.shared.hub.check_room(app.id, room_id);
         }
         None
+    }
+
+    /// Pushes the room's stored messages after `*after` up to `upto`, in order
+    /// (a `roomSyncGap` for what retention removed), at the client's reading
+    /// pace; `Err` when the client is too slow.
+    async fn room_catch_up(&mut self, room_id: &str, after: &mut u64, upto: u64) -> Result<(), ()> {
+        let Some((app, _)) = self.app_user() else {
+            return Ok(());
+        };
+        while *after < upto {
+            let page = match self
+                .shared
+                .store
+                .room_messages_after(app.id, room_id, *after, CATCH_UP_PAGE)
+                .await
+            {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::error!(error = %e, "room catch-up failed");
+                    break;
+                }
+            };
+            let Some(first) = page.first() else {
+                // Retention removed the rest.
+                let gap = Push::RoomSyncGap(RoomSyncGap {
+                    room_id: room_id.to_owned(),
+                    from_seq: *after + 1,
+                    to_seq: upto,
+                });
+                if self.push_paced(&gap).await.is_err() {
+                    return Err(());
+                }
+                break;
+            };
+            if first.seq > *after + 1 {
+                let gap = Push::RoomSyncGap(RoomSyncGap {
+                    room_id: room_id.to_owned(),
+                    from_seq: *after + 1,
+                    to_seq: first.seq - 1,
+                });
+                if self.push_paced(&gap).await.is_err() {
+                    return Err(());
+                }
+            }
+            let page: Vec<StoredRoomMessage> = page.into_iter().filter(|m| m.seq <= upto).collect();
+            if page.is_empty() {
+                break;
+            }
+            // Frames cut at CATCH_UP_FRAME_BYTES of bodies, queued at the
+            // client's reading pace.
+            let mut batch = Vec::new();
+            let mut bytes = 0;
+            let count = page.len();
+            for (i, m) in page.into_iter().enumerate() {
+                *after = m.seq;
+                bytes += m.body.len();
+                batch.push(wire_room(m));
+                if bytes >= CATCH_UP_FRAME_BYTES || i + 1 == count {
+                    let push = Push::ReceiveRoomMessage(ReceiveRoomMessage {
+                        message_list: std::mem::take(&mut batch),
+                        from_room_id: room_id.to_owned(),
+                    });
+                    if self.push_paced(&push).await.is_err() {
+                        return Err(());
+                    }
+                    bytes = 0;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Stops listening to a room locally.
