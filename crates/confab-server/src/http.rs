@@ -192,6 +192,12 @@ pub(crate) fn metrics_text(shared: &Shared) -> String {
         "Logged-in sessions on this node.",
         shared.hub.len() as u64,
     );
+    line(
+        "confab_publications_waiting",
+        "gauge",
+        "Stored messages whose publication to the broker failed, waiting to be published again.",
+        shared.republish.len() as u64,
+    );
     for (name, help, counter) in [
         (
             "confab_connections_total",

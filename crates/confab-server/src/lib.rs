@@ -18,6 +18,7 @@ mod hub;
 mod logs;
 #[cfg(test)]
 mod no_import_loops;
+mod republish;
 mod rooms;
 mod send;
 mod seq_order;

@@ -284,10 +284,12 @@ pub(crate) async fn finish(shared: &Shared, done: Finished) -> Reply {
                     inbox_seq,
                     frame: Bytes::from(encode_push(&push)),
                 };
-                if let Err(e) = shared.broker.publish(&topic, envelope.encode()).await {
-                    // Stored, so the receiver still gets it at its next catch-up.
-                    tracing::warn!(error = %e, "live delivery of a stored message failed");
-                }
+                // Tried again while the broker cannot take it; stored, so the
+                // receiver gets it at its next catch-up in any case.
+                shared
+                    .republish
+                    .publish(shared.broker.as_ref(), &topic, envelope.encode())
+                    .await;
             }
             Reply::ok(id, &reply)
         }
@@ -332,6 +334,7 @@ pub(crate) async fn finish(shared: &Shared, done: Finished) -> Reply {
                 .sequencer
                 .finish(
                     shared.broker.as_ref(),
+                    &shared.republish,
                     shared.store.single_node(),
                     &key,
                     ticket,

@@ -13,6 +13,7 @@ use bytes::Bytes;
 use confab_broker::Broker;
 
 use crate::envelope::room_topic;
+use crate::republish::Republisher;
 
 /// (app, room).
 pub(crate) type RoomKey = (u32, String);
@@ -158,6 +159,7 @@ impl Sequencer {
     pub(crate) async fn finish(
         &self,
         broker: &dyn Broker,
+        republish: &Republisher,
         gapless: bool,
         key: &RoomKey,
         mut ticket: Ticket,
@@ -189,9 +191,7 @@ impl Sequencer {
             let Some((seq, (_, envelope))) = st.pending.pop_first() else {
                 break;
             };
-            if let Err(e) = broker.publish(&topic, envelope).await {
-                tracing::warn!(error = %e, "room publication failed; members catch up by seq");
-            }
+            republish.publish(broker, &topic, envelope).await;
             st.last_published = st.last_published.max(seq);
         }
     }

@@ -15,6 +15,7 @@ use tokio::sync::{Notify, watch};
 use crate::clock::Clock;
 use crate::config::{Config, Limits, ResolvedApp};
 use crate::hub::Hub;
+use crate::republish::Republisher;
 use crate::rooms::Rooms;
 
 /// One hosted app at run time.
@@ -151,6 +152,8 @@ pub(crate) struct Shared {
     pub(crate) broker: Arc<dyn Broker>,
     pub(crate) hub: Arc<Hub>,
     pub(crate) rooms: Rooms,
+    /// Stored messages whose publication failed, tried again.
+    pub(crate) republish: Republisher,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) metrics: Metrics,
     /// Becomes `true` when the server starts shutting down.
@@ -190,6 +193,7 @@ impl Shared {
             broker,
             hub,
             rooms: Rooms::default(),
+            republish: Republisher::default(),
             clock,
             metrics: Metrics::default(),
             shutdown,

@@ -1,6 +1,7 @@
-//! The node's background room work: member event batches every 50 ms, grace
-//! periods and room destruction every second, and forgetting idle rate-limit
-//! buckets every minute.
+//! The node's background room work: member event batches every 50 ms, stored
+//! publications that failed tried again every 500 ms, grace periods and room
+//! destruction every second, and forgetting idle rate-limit buckets every
+//! minute.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,8 +18,15 @@ pub(crate) fn spawn_room_tasks(shared: Arc<Shared>) -> tokio::task::JoinHandle<(
         let mut events = tokio::time::interval(MEMBER_EVENT_INTERVAL);
         let mut sweep = tokio::time::interval(Duration::from_secs(1));
         let mut limiters = tokio::time::interval(Duration::from_secs(60));
+        let mut republish = tokio::time::interval(crate::republish::RETRY_EVERY);
         loop {
             tokio::select! {
+                _ = republish.tick() => {
+                    let sent = shared.republish.retry(shared.broker.as_ref()).await;
+                    if sent > 0 {
+                        tracing::info!(sent, "stored messages published again");
+                    }
+                }
                 _ = events.tick() => shared.rooms.events.flush(shared.broker.as_ref()).await,
                 _ = sweep.tick() => sweep_rooms(&shared).await,
                 _ = limiters.tick() => {

@@ -3,6 +3,7 @@
 //! (127.0.0.1:6379); `CONFAB_PG_URL` and `CONFAB_REDIS_URL` override. Without the
 //! services they are skipped (with a message), except under CI, where they fail.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use confab_server::Options;
@@ -236,6 +237,117 @@ async fn a_redis_outage_leaves_no_silent_gap_for_peers() {
         bob.alive().await && dave.alive().await,
         "nobody reconnected"
     );
+    drop(nodes);
+    drop_schema(&schema).await;
+}
+
+/// A broker node whose publications fail while `failing` is set (its
+/// publishing link alone down); everything else as the inner node.
+struct PublishFails {
+    inner: Arc<dyn confab_broker::Broker>,
+    failing: Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[async_trait::async_trait]
+impl confab_broker::Broker for PublishFails {
+    async fn subscribe(&self, topic: &str) -> Result<(), confab_broker::BrokerError> {
+        self.inner.subscribe(topic).await
+    }
+    async fn unsubscribe(&self, topic: &str) -> Result<(), confab_broker::BrokerError> {
+        self.inner.unsubscribe(topic).await
+    }
+    async fn publish(
+        &self,
+        topic: &str,
+        payload: bytes::Bytes,
+    ) -> Result<(), confab_broker::BrokerError> {
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(confab_broker::BrokerError::Unavailable(
+                "failing on purpose".into(),
+            ));
+        }
+        self.inner.publish(topic, payload).await
+    }
+    async fn ping(&self) -> Result<(), confab_broker::BrokerError> {
+        self.inner.ping().await
+    }
+    async fn add_to_counter(
+        &self,
+        key: &str,
+        n: u64,
+        ttl_secs: u64,
+    ) -> Result<u64, confab_broker::BrokerError> {
+        self.inner.add_to_counter(key, n, ttl_secs).await
+    }
+}
+
+/// A node whose publications fail while Redis stays up for every other node
+/// (no reconnect anywhere to catch up on): the stored messages it could not
+/// publish reach the receivers on other nodes once it can, without a newer
+/// message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publications_that_failed_are_published_again() {
+    if !services().await {
+        return;
+    }
+    let (mut nodes, schema) = cluster().await;
+    // Node A again, on the same schema and prefix, with a broker that can fail.
+    let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let schema_name = schema.clone();
+    let prefix = schema.replacen("confab_test_", "confab-test-", 1) + ":";
+    let factory = confab_broker_redis::factory(&redis_url(), &prefix);
+    let flag = failing.clone();
+    let options = confab_server::Options {
+        broker: Some(Arc::new(move |handler| {
+            let (factory, flag) = (factory.clone(), flag.clone());
+            Box::pin(async move {
+                let inner = factory(handler).await?;
+                let node: Arc<dyn confab_broker::Broker> = Arc::new(PublishFails {
+                    inner,
+                    failing: flag,
+                });
+                Ok(node)
+            })
+        })),
+        ..confab_server::Options::default()
+    };
+    let a = TestServer::start_with(
+        move |c| {
+            c.store = pg_url();
+            c.store_schema = schema_name;
+            c.store_pool_size = 4;
+            c.broker = redis_url();
+            c.broker_prefix = prefix;
+        },
+        options,
+    )
+    .await;
+    let mut alice = a.login("alice").await;
+    let mut bob = nodes[2].login("bob").await;
+    bob.push("syncComplete").await;
+    assert_eq!(alice.send_text("bob", "before", 1).await["code"], 0);
+    assert_eq!(bob.peer_messages(1).await[0]["message"], "before");
+
+    failing.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        alice.send_text("bob", "while failing", 2).await["code"],
+        0,
+        "stored, acknowledged"
+    );
+    assert!(
+        bob.try_push("receivePeerMessage", Duration::from_millis(500))
+            .await
+            .is_none()
+    );
+    assert_eq!(a.metric("confab_publications_waiting").await, 1);
+
+    failing.store(false, std::sync::atomic::Ordering::SeqCst);
+    let got = tokio::time::timeout(Duration::from_secs(2), bob.peer_messages(1))
+        .await
+        .expect("published again within 2 s, with no newer message");
+    assert_eq!(got[0]["message"], "while failing");
+    assert_eq!(a.metric("confab_publications_waiting").await, 0);
+    nodes.push(a);
     drop(nodes);
     drop_schema(&schema).await;
 }
