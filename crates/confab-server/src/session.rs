@@ -92,6 +92,7 @@ pub(crate) fn run(
         events_rx,
         live_sent: VecDeque::new(),
         rooms: BTreeSet::new(),
+        unsubscribed_rooms: Vec::new(),
         pending_end: None,
         login_ms: 0,
         sends: StoredSends::default(),
@@ -139,6 +140,10 @@ struct Session {
     live_sent: VecDeque<(u64, SendMessageReply)>,
     /// Rooms this connection is attached to (a member receiving live messages).
     rooms: BTreeSet<String>,
+    /// Of those, the rooms whose broker subscription failed (the broker was
+    /// down): subscribed when it is back (see `catch_up`), and never
+    /// unsubscribed, since they hold no count.
+    unsubscribed_rooms: Vec<String>,
     /// An ending decided inside a request that still answers normally (a failed
     /// room catch-up): applied after the reply.
     pending_end: Ending,
@@ -640,8 +645,10 @@ impl Session {
     }
 
     /// Delivers whatever the store holds beyond what was delivered (after a
-    /// broker outage, whose publications never came).
+    /// broker outage, whose publications never came), and subscribes the
+    /// rooms whose subscription failed meanwhile.
     async fn catch_up(&mut self) -> Ending {
+        self.subscribe_failed_rooms().await;
         let login = self.login.as_ref()?;
         let page = match self
             .shared

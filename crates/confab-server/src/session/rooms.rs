@@ -184,7 +184,9 @@ impl Session {
                 .subscribe(&room_topic(app.id, room_id))
                 .await
             {
-                tracing::warn!(error = %e, "room subscribe failed");
+                // The broker is down: subscribed when it is back.
+                tracing::warn!(error = %e, "room subscribe failed; retried when the broker is back");
+                self.unsubscribed_rooms.push(room_id.to_owned());
             }
             // What other nodes published before this node listened (its first
             // member's join) never came: the room reads the store once.
@@ -269,7 +271,11 @@ impl Session {
             return;
         };
         self.shared.hub.leave_room(app.id, room_id, self.id);
-        if self.rooms.remove(room_id) {
+        let never_subscribed = self.unsubscribed_rooms.iter().position(|r| r == room_id);
+        if let Some(at) = never_subscribed {
+            self.unsubscribed_rooms.swap_remove(at);
+        }
+        if self.rooms.remove(room_id) && never_subscribed.is_none() {
             if let Err(e) = self
                 .shared
                 .broker
@@ -277,6 +283,28 @@ impl Session {
                 .await
             {
                 tracing::warn!(error = %e, "room unsubscribe failed");
+            }
+        }
+    }
+
+    /// Subscribes the rooms whose subscription failed (the broker is back),
+    /// each then filled from the store on this node.
+    pub(super) async fn subscribe_failed_rooms(&mut self) {
+        let Some((app, _)) = self.app_user() else {
+            return;
+        };
+        for room_id in std::mem::take(&mut self.unsubscribed_rooms) {
+            match self
+                .shared
+                .broker
+                .subscribe(&room_topic(app.id, &room_id))
+                .await
+            {
+                Ok(()) => self.shared.hub.check_room(app.id, &room_id),
+                Err(e) => {
+                    tracing::warn!(error = %e, "room subscribe failed again");
+                    self.unsubscribed_rooms.push(room_id);
+                }
             }
         }
     }

@@ -400,6 +400,13 @@ async fn a_redis_outage_leaves_no_silent_gap_in_rooms() {
         );
         members.push(m);
     }
+    // A second room that a user on C joins while Redis is down (C has no
+    // other member there, so C is subscribed to it only once Redis is back).
+    let r = sender
+        .request("createRoom", json!({"roomInfo": {"roomID": "annex"}}))
+        .await;
+    assert_eq!(r["code"], 0, "{r}");
+    let mut late = nodes[2].login("late").await;
     let mut local = 0;
     let mut sent = Vec::new();
     for _ in 0..3 {
@@ -412,11 +419,15 @@ async fn a_redis_outage_leaves_no_silent_gap_in_rooms() {
 
     redis.kill();
     let killed = tokio::time::Instant::now();
+    let r = late.request("joinRoom", json!({"roomID": "annex"})).await;
+    assert_eq!(r["code"], 0, "joining works without Redis: {r}");
     let mut during = Vec::new();
     for _ in 0..3 {
         local += 1;
         during.push(send_room(&mut sender, "hall", local).await);
     }
+    local += 1;
+    let annex_during = send_room(&mut sender, "annex", local).await;
     // On the sender's node, live without Redis.
     assert_eq!(
         room_seqs(&mut members[0], Duration::from_millis(500)).await,
@@ -466,6 +477,15 @@ async fn a_redis_outage_leaves_no_silent_gap_in_rooms() {
         );
         assert!(m.alive().await, "nobody reconnected");
     }
+    // The member who joined during the outage: what was sent then, and live
+    // messages after (its node subscribed to the room once Redis was back).
+    local += 1;
+    let annex_after = send_room(&mut sender, "annex", local).await;
+    assert_eq!(
+        room_seqs(&mut late, Duration::from_millis(800)).await,
+        [annex_during, annex_after],
+        "a member who joined during the outage"
+    );
     drop(nodes);
     drop_schema(&schema).await;
 }
