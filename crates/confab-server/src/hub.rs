@@ -32,8 +32,10 @@ pub(crate) enum Event {
     /// Disconnect now, for this reason (queued first, whatever the bound).
     Kill(DisconnectReason),
     /// The broker's link to the other nodes is back after an outage: deliver
-    /// what was stored meanwhile (publications of it may have been lost).
-    CatchUp,
+    /// what was stored meanwhile (publications of it may have been lost). The
+    /// number is the attempt: a catch-up that could not read the store (many
+    /// sessions catching up at once) is tried again, a few times.
+    CatchUp(u8),
 }
 
 /// A local session as the hub sees it.
@@ -812,7 +814,7 @@ impl Handler for Hub {
         };
         for link in links {
             // A full queue already holds publications that will show any gap.
-            let _ = link.events.try_push(Event::CatchUp);
+            let _ = link.events.try_push(Event::CatchUp(0));
         }
         let rooms: Vec<RoomKey> = self
             .rooms

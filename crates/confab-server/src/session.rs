@@ -46,6 +46,9 @@ use confab_conn::ws::{self, Incoming, ReadError, SocketReader, Utf8Bytes};
 const CATCH_UP_PAGE: usize = 256;
 /// Bytes of message bodies per catch-up frame (a frame must fit the outbound queue).
 const CATCH_UP_FRAME_BYTES: usize = 64 * 1024;
+/// How many times a session's catch-up after a broker outage reads a failing
+/// store before it leaves the rest to the next publication or reconnect.
+const CATCH_UP_TRIES: u8 = 5;
 /// Unstored sends remembered per session for idempotent retries.
 const LIVE_DEDUP: usize = 256;
 
@@ -278,14 +281,14 @@ impl Session {
                             // Publications are rare per user: keep no room between them.
                             self.events_rx.shrink_if_empty(0);
                         }
-                        Event::CatchUp if logged_in => {
-                            if let Some(end) = Box::pin(self.catch_up()).await {
+                        Event::CatchUp(attempt) if logged_in => {
+                            if let Some(end) = Box::pin(self.catch_up(attempt)).await {
                                 return Some(end);
                             }
                         }
                         // Publications for a login that has ended: the next login
                         // catches up from the store.
-                        Event::Envelope(_) | Event::CatchUp => {}
+                        Event::Envelope(_) | Event::CatchUp(_) => {}
                     }
                 }
                 _ = shutdown.changed() => {
@@ -647,7 +650,7 @@ impl Session {
     /// Delivers whatever the store holds beyond what was delivered (after a
     /// broker outage, whose publications never came), and subscribes the
     /// rooms whose subscription failed meanwhile.
-    async fn catch_up(&mut self) -> Ending {
+    async fn catch_up(&mut self, attempt: u8) -> Ending {
         self.subscribe_failed_rooms().await;
         let login = self.login.as_ref()?;
         let page = match self
@@ -658,8 +661,17 @@ impl Session {
         {
             Ok(page) => page,
             Err(e) => {
-                // The next publication's gap, or the next reconnect, tries again.
-                tracing::warn!(error = %e, "catch-up after a broker outage failed");
+                tracing::warn!(error = %e, attempt, "catch-up after a broker outage failed");
+                if attempt < CATCH_UP_TRIES {
+                    // Again in 0.5-1.5 s (spread: every session of the node
+                    // caught up at once), through the event queue.
+                    let events = self.events_tx.clone();
+                    let wait = Duration::from_millis(500 + rand::random::<u64>() % 1000);
+                    tokio::spawn(async move {
+                        tokio::time::sleep(wait).await;
+                        let _ = events.try_push(Event::CatchUp(attempt + 1));
+                    });
+                }
                 return None;
             }
         };
