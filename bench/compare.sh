@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the same `confab bench` scenarios against confab and against the reference
-# Socket.IO server (../shared/peers/socketio), both on loopback on this machine,
+# Socket.IO server (bench/peers/socketio), both on loopback on this machine,
 # and writes bench/results/:
 #   latest.jsonl  one JSON report per run (sweeps: one per step and a summary)
 #   latest.md     the comparison tables, the goals of issue 7, the machine, the
@@ -17,16 +17,15 @@
 # goals' fan-outs (`confab bench floor`: no server). About 4–5 minutes of runs
 # after the build.
 #
-# Environment: SOCKETIO_PEER (the peer's directory; default ../shared/peers/socketio
-# beside the repo), SECS (seconds per fan-out/peer run, default 5), CLIENTS (connect,
-# default 5000), BIG_MEMBERS (default 10000), SWEEP_RATES (default
+# Environment: SOCKETIO_PEER (the peer's directory; default bench/peers/socketio),
+# SECS (seconds per fan-out/peer run, default 5), CLIENTS (connect, default 5000), BIG_MEMBERS (default 10000), SWEEP_RATES (default
 # 10,20,50,100,200,500,1000), SWEEP_BOUND_MS (default 50), PEER_PAIRS (default 50),
 # PEER_GOAL_PAIRS and PEER_GOAL_WINDOW (default 10 and 24),
 # RECV_THREADS (generator receive threads; default: one per two CPUs).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PEER_SRC="${SOCKETIO_PEER:-$ROOT/../shared/peers/socketio}"
+PEER_SRC="${SOCKETIO_PEER:-$ROOT/bench/peers/socketio}"
 RESULTS="$ROOT/bench/results"
 SECS="${SECS:-5}"
 CLIENTS="${CLIENTS:-5000}"
@@ -87,7 +86,8 @@ BUILT=$(date +%s)
 echo "== Socket.IO peer"
 PEER_DIR="$PEER_SRC"
 if [[ ! -d "$PEER_DIR/node_modules" ]]; then
-    # shared/ is read-only material: install a copy of the peer under the work dir.
+    # Installed into a copy under the work dir: the peer's directory may be
+    # read-only (SOCKETIO_PEER pointing elsewhere).
     PEER_DIR="$WORK/socketio"
     mkdir -p "$PEER_DIR"
     cp "$PEER_SRC/package.json" "$PEER_SRC/package-lock.json" "$PEER_SRC/server.js" "$PEER_DIR/"

@@ -178,23 +178,31 @@ async fn bench_scenarios_report_consistent_numbers() {
     );
 }
 
-/// The node_modules of an installed Socket.IO peer (never installs one): the
-/// `CONFAB_SOCKETIO_PEER` directory, else ../shared/peers/socketio beside the repo.
+/// The Socket.IO reference peer with its packages installed (never installs
+/// them): the `CONFAB_SOCKETIO_PEER` directory, else the repository's
+/// bench/peers/socketio. Under CI (`.ci/run` installs them) it must be there.
 fn socketio_peer() -> Option<std::path::PathBuf> {
     let dir = std::env::var_os("CONFAB_SOCKETIO_PEER")
         .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/peers/socketio")
-        });
-    (dir.join("server.js").is_file() && dir.join("node_modules/socket.io").is_dir()).then_some(dir)
+        .unwrap_or_else(|| crate::repo_dir().join("bench/peers/socketio"));
+    let installed = dir.join("server.js").is_file() && dir.join("node_modules/socket.io").is_dir();
+    let in_ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
+    assert!(
+        installed || !in_ci,
+        "the Socket.IO peer is not installed in {} (run `npm ci --omit=dev` there); CI must \
+         provide it (.ci/run installs it)",
+        dir.display()
+    );
+    installed.then_some(dir)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bench_socketio_target() {
     let Some(dir) = socketio_peer() else {
         eprintln!(
-            "skipping bench_socketio_target: no installed Socket.IO peer (run `npm ci --omit=dev` \
-             in shared/peers/socketio, or point CONFAB_SOCKETIO_PEER at an installed copy)"
+            "skipped: bench_socketio_target: the Socket.IO peer is not installed (run \
+             `npm ci --omit=dev` in bench/peers/socketio, or point CONFAB_SOCKETIO_PEER at an \
+             installed copy)"
         );
         return;
     };

@@ -10,12 +10,9 @@ mod web;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-/// `shared/` beside the repository (or `CONFAB_SHARED_DIR`).
-pub fn shared_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("CONFAB_SHARED_DIR") {
-        return PathBuf::from(dir);
-    }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared")
+/// The repository's root (test data and the bench peers live in it).
+pub fn repo_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 pub fn confab(args: &[&str]) -> Output {

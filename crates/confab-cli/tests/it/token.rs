@@ -1,12 +1,12 @@
 use serde_json::Value;
 
-use crate::{confab, shared_dir, stdout};
+use crate::{confab, repo_dir, stdout};
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef";
 
 #[test]
 fn verify_gives_the_expected_code_for_every_vector() {
-    let path = shared_dir().join("vectors/token04.json");
+    let path = repo_dir().join("crates/confab-token/tests/data/token04.json");
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     let file: Value = serde_json::from_str(&text).unwrap();

@@ -4,10 +4,10 @@ use confab_proto::ErrorCode;
 
 /// Every number in the first column of the seed's tables.
 fn seed_codes() -> BTreeSet<u32> {
-    let path = crate::shared_dir().join("seed/zim-1x-error-codes.md");
+    let path = crate::data_dir().join("zim-1x-error-codes.md");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
         panic!(
-            "cannot read the seed error table at {}: {e} (set CONFAB_SHARED_DIR)",
+            "cannot read the seed error table at {}: {e}",
             path.display()
         )
     });

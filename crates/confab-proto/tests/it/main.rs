@@ -6,10 +6,8 @@ mod frames;
 
 use std::path::PathBuf;
 
-/// `shared/` beside the repository (or `CONFAB_SHARED_DIR`).
-pub fn shared_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("CONFAB_SHARED_DIR") {
-        return PathBuf::from(dir);
-    }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared")
+/// The test data kept in the repository (`tests/data/`: the seed's ZIM 1.x
+/// error table).
+pub fn data_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data")
 }

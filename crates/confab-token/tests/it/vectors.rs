@@ -6,24 +6,16 @@ use std::path::PathBuf;
 use confab_token::{Mode, Secret, decode, verify};
 use serde_json::Value;
 
-/// `$CONFAB_SHARED_DIR/vectors/token04.json`, else `shared/` beside the repository.
+/// The vectors, kept in the repository (`tests/data/token04.json`, a copy of
+/// the project's shared `vectors/token04.json`).
 fn vectors_path() -> PathBuf {
-    let shared = std::env::var_os("CONFAB_SHARED_DIR").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"),
-        PathBuf::from,
-    );
-    shared.join("vectors").join("token04.json")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/token04.json")
 }
 
 fn load() -> Value {
     let path = vectors_path();
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "cannot read the Token04 vectors at {}: {e}; set CONFAB_SHARED_DIR to the \
-             shared/ directory",
-            path.display()
-        )
-    });
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read the Token04 vectors at {}: {e}", path.display()));
     serde_json::from_str(&text)
         .unwrap_or_else(|e| panic!("{} is not valid JSON: {e}", path.display()))
 }
