@@ -16,12 +16,11 @@ use tokio::time::Instant;
 
 use confab_conn::outbox::{Out, Outbox};
 
-use confab_proto::frame::{Push, ReceiveRoomMessage, encode_push};
 use confab_store::Store;
 
 use crate::envelope::{Envelope, RoomClass};
 use crate::seq_order::{self, SeqOrder};
-use crate::wire::wire_room;
+use crate::wire::room_message_frame;
 use confab_conn::queue;
 
 /// What a session task receives from the rest of the node.
@@ -143,6 +142,14 @@ const FILL_RETRY: Duration = Duration::from_secs(1);
 /// gap or reconnect starts another).
 const FILL_TRIES: u32 = 5;
 
+/// Ends a fill that cannot read the store: what waits goes out in seq order
+/// (see `SeqOrder::fill_failed`).
+fn give_up_fill(room: &Arc<Mutex<Room>>) {
+    let mut guard = lock(room);
+    let ready = guard.order.fill_failed();
+    guard.deliver_ready(room, ready);
+}
+
 /// Fills `room`'s gap from the store: after `wait` (for the lower seqs still
 /// in flight from other nodes), reads what the store holds after the room's
 /// last seq and hands it on in order, with what waited behind it.
@@ -178,10 +185,7 @@ async fn fill_room(
                 failures += 1;
                 tracing::warn!(app = app_id, room = %room_id, error = %e, "filling a room's gap from the store failed");
                 if failures >= FILL_TRIES {
-                    let mut guard = lock(&room);
-                    for (sender, frame) in guard.order.fill_failed() {
-                        guard.deliver(&room, RoomClass::Stored, sender, frame);
-                    }
+                    give_up_fill(&room);
                     return;
                 }
                 tokio::time::sleep(FILL_RETRY).await;
@@ -193,19 +197,13 @@ async fn fill_room(
             .into_iter()
             .map(|m| {
                 let (seq, sender) = (m.seq, m.sender.clone());
-                let push = Push::ReceiveRoomMessage(ReceiveRoomMessage {
-                    from_room_id: m.room_id.clone(),
-                    message_list: vec![wire_room(m)],
-                });
-                (seq, sender, Utf8Bytes::from(encode_push(&push)))
+                (seq, sender, Utf8Bytes::from(room_message_frame(m)))
             })
             .collect();
         let again = {
             let mut guard = lock(&room);
             let (ready, again) = guard.order.filled(stored, complete, first_pending);
-            for (sender, frame) in ready {
-                guard.deliver(&room, RoomClass::Stored, sender, frame);
-            }
+            guard.deliver_ready(&room, ready);
             again
         };
         match again {
@@ -331,6 +329,13 @@ impl Room {
             removed: false,
             counters,
             order: SeqOrder::new(last_seq),
+        }
+    }
+
+    /// Delivers stored messages that are now in seq order (see `seq_order`).
+    fn deliver_ready(&mut self, room: &Arc<Mutex<Room>>, ready: Vec<seq_order::Ready>) {
+        for (sender, frame) in ready {
+            self.deliver(room, RoomClass::Stored, sender, frame);
         }
     }
 
@@ -648,6 +653,19 @@ impl Hub {
         }
     }
 
+    /// The room a publication is for, if it has local members, and its frame
+    /// as text (`None` for either: the publication reaches no one here).
+    fn room_for(
+        &self,
+        app_id: u32,
+        room_id: &str,
+        frame: Bytes,
+    ) -> Option<(Arc<Mutex<Room>>, Utf8Bytes)> {
+        let room = self.existing_room(app_id, room_id)?;
+        let frame = Utf8Bytes::try_from(frame).ok()?;
+        Some((room, frame))
+    }
+
     fn deliver_room(
         &self,
         app_id: u32,
@@ -656,13 +674,9 @@ impl Hub {
         sender: String,
         frame: Bytes,
     ) {
-        let Some(room) = self.existing_room(app_id, room_id) else {
-            return;
-        };
-        let Ok(frame) = Utf8Bytes::try_from(frame) else {
-            return;
-        };
-        lock(&room).deliver(&room, class, sender, frame);
+        if let Some((room, frame)) = self.room_for(app_id, room_id, frame) {
+            lock(&room).deliver(&room, class, sender, frame);
+        }
     }
 
     /// A stored room message from the broker: to the members in seq order,
@@ -675,17 +689,12 @@ impl Hub {
         sender: String,
         frame: Bytes,
     ) {
-        let Some(room) = self.existing_room(app_id, room_id) else {
-            return;
-        };
-        let Ok(frame) = Utf8Bytes::try_from(frame) else {
+        let Some((room, frame)) = self.room_for(app_id, room_id, frame) else {
             return;
         };
         let mut guard = lock(&room);
         let arrival = guard.order.arrive(seq, sender, frame);
-        for (sender, frame) in arrival.ready {
-            guard.deliver(&room, RoomClass::Stored, sender, frame);
-        }
+        guard.deliver_ready(&room, arrival.ready);
         drop(guard);
         if arrival.start_fill {
             self.spawn_fill(app_id, room_id, room, seq_order::GAP_WAIT, false);
@@ -716,10 +725,7 @@ impl Hub {
         let (Some(store), Ok(runtime)) =
             (self.store.0.clone(), tokio::runtime::Handle::try_current())
         else {
-            let mut guard = lock(&room);
-            for (sender, frame) in guard.order.fill_failed() {
-                guard.deliver(&room, RoomClass::Stored, sender, frame);
-            }
+            give_up_fill(&room);
             return;
         };
         runtime.spawn(fill_room(

@@ -32,7 +32,7 @@ use confab_conn::outbox::{Class, Outbox, Slow};
 use confab_conn::ws::Utf8Bytes;
 use confab_proto::ErrorCode;
 use confab_proto::frame::{
-    MessageType, Priority, Push, ReceivePeerMessage, ReceiveRoomMessage, Reply, SendMessageReply,
+    MessageType, Priority, Push, ReceivePeerMessage, Reply, SendMessageReply,
     SendPeerMessageRequest, SendRoomMessageRequest, encode_push,
 };
 use confab_store::{NewPeerMessage, NewRoomMessage, RoomError};
@@ -41,7 +41,7 @@ use crate::envelope::{Envelope, user_topic};
 use crate::sequencer::{RoomKey, Started, Ticket, poll_once};
 use crate::state::{App, Metrics, Shared};
 use crate::validate;
-use crate::wire::{wire_peer, wire_room};
+use crate::wire::{room_message_frame, wire_peer};
 
 /// Most stored sends a session keeps in flight.
 pub(crate) const MAX_IN_FLIGHT: usize = 64;
@@ -311,14 +311,10 @@ pub(crate) async fn finish(shared: &Shared, done: Finished) -> Reply {
                     };
                     let publish = (!a.duplicate).then(|| {
                         let seq = m.seq;
-                        let push = Push::ReceiveRoomMessage(ReceiveRoomMessage {
-                            from_room_id: m.room_id.clone(),
-                            message_list: vec![wire_room(m)],
-                        });
                         let envelope = Envelope::RoomMessage {
                             seq,
                             sender,
-                            frame: Bytes::from(encode_push(&push)),
+                            frame: Bytes::from(room_message_frame(m)),
                         };
                         (seq, envelope.encode())
                     });

@@ -78,7 +78,7 @@ pub(crate) fn run(
     mut stream: SocketReader,
     sink: ws::SocketWriter,
 ) -> impl Future<Output = ()> + Send {
-    let shared = Arc::clone(&connection);
+    let shared = Arc::clone(connection.shared());
     let limits = &shared.config.limits;
     let (outbox, closer) = outbox::start(
         sink,

@@ -236,7 +236,6 @@ impl Shared {
 /// One open connection, counted in `confab_connections` for as long as the
 /// guard lives: however its session ends (a panic included), dropping the
 /// guard gives the place back, and the last one tells [`Shared::all_closed`].
-/// It also holds the session's way to the shared state.
 #[derive(Debug)]
 pub(crate) struct ConnectionGuard(Arc<Shared>);
 
@@ -260,12 +259,9 @@ impl ConnectionGuard {
         Metrics::inc(&shared.metrics.connections_total);
         Ok(ConnectionGuard(shared.clone()))
     }
-}
 
-impl std::ops::Deref for ConnectionGuard {
-    type Target = Arc<Shared>;
-
-    fn deref(&self) -> &Arc<Shared> {
+    /// The server's shared state.
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
         &self.0
     }
 }

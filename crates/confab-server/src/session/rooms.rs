@@ -7,7 +7,7 @@ use bytes::Bytes;
 use confab_proto::ErrorCode;
 use confab_proto::frame::{
     BatchRoomAttributesRequest, ConversationType, CreateRoomRequest, DeleteRoomAttributesRequest,
-    EnterRoomRequest, JoinRoomRequest, Message as WireMessage, MessageType, Priority, Push,
+    EnterRoomRequest, JoinRoomRequest, Message as WireMessage, MessageType, Push,
     QueryHistoryReply, QueryHistoryRequest, QueryRoomMemberListReply, QueryRoomMemberListRequest,
     ReceiveRoomMessage, Reply, RoomAdvancedConfig, RoomAttributesOperatedReply,
     RoomAttributesReply, RoomAttributesSetConfig, RoomAttributesUpdateInfo, RoomAttributesUpdated,
@@ -15,8 +15,7 @@ use confab_proto::frame::{
     SendMessageReply, SendRoomMessageRequest, SetRoomAttributesRequest, UserInfo, encode_push,
 };
 use confab_store::{
-    AttributeChange, Conversation, HistoryMessage, HistoryQuery, NewRoom, RoomError,
-    StoredRoomMessage,
+    AttributeChange, Conversation, HistoryQuery, NewRoom, RoomError, StoredRoomMessage,
 };
 
 use super::{Ending, Session, slow};
@@ -26,7 +25,7 @@ use crate::envelope::{
 use crate::send::{self, Outgoing, Target};
 use crate::state::Metrics;
 use crate::validate;
-use crate::wire::wire_room;
+use crate::wire::{wire_history, wire_room};
 use confab_conn::outbox::Class;
 
 /// Longest room destroy delay: 3 hours (SPEC §4).
@@ -1042,22 +1041,9 @@ impl Session {
             }
         };
         let conversation_type = req.conversation_type;
-        let conversation_id = req.conversation_id.clone();
         let message_list = page
             .into_iter()
-            .map(|m: HistoryMessage| WireMessage {
-                kind: MessageType::from_code(m.kind),
-                message: m.body,
-                message_id: m.message_id,
-                local_message_id: m.local_message_id,
-                sender_user_id: m.sender,
-                timestamp: m.timestamp_ms,
-                conversation_id: conversation_id.clone(),
-                conversation_type,
-                conversation_seq: m.seq,
-                inbox_seq: None,
-                priority: Priority::from_code(m.priority).unwrap_or_default(),
-            })
+            .map(|m| wire_history(m, &req.conversation_id, conversation_type))
             .collect();
         self.reply(&Reply::ok(
             id,

@@ -932,52 +932,34 @@ impl Client {
 
     /// Reads until the connection ends; returns the disconnect reason and close code.
     pub(crate) async fn closed(&mut self, timeout: Duration) -> Closed {
-        let mut reason = self
-            .pushes
-            .iter()
-            .find(|p| p["push"] == "disconnect")
-            .map(|p| p["data"]["reason"].as_str().unwrap().to_owned());
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            match tokio::time::timeout(left, self.ws.next()).await {
-                Err(_) => {
-                    panic!("connection still open after {timeout:?} (reason so far {reason:?})")
-                }
-                Ok(None | Some(Err(_))) => return Closed { reason, code: None },
-                Ok(Some(Ok(Message::Close(frame)))) => {
-                    return Closed {
-                        reason,
-                        code: frame.map(|f| u16::from(f.code)),
-                    };
-                }
-                Ok(Some(Ok(Message::Text(t)))) => {
-                    let v: Value = serde_json::from_str(t.as_str()).unwrap();
-                    if v["push"] == "disconnect" {
-                        reason = Some(v["data"]["reason"].as_str().unwrap().to_owned());
-                    }
-                }
-                Ok(Some(Ok(_))) => {}
-            }
+        match self.closed_within(timeout).await {
+            Some(closed) => closed,
+            None => panic!(
+                "connection still open after {timeout:?} (reason so far {:?})",
+                self.disconnect_reason()
+            ),
         }
     }
 
-    /// The disconnect reason (`Some(None)` if none came) when the connection
-    /// ends within `timeout`; `None` if it is still open then.
-    pub(crate) async fn closed_within(&mut self, timeout: Duration) -> Option<Option<String>> {
+    /// The reason of the `disconnect` push received so far, if any.
+    fn disconnect_reason(&self) -> Option<String> {
+        self.pushes
+            .iter()
+            .find(|p| p["push"] == "disconnect")
+            .map(|p| p["data"]["reason"].as_str().unwrap_or("").to_owned())
+    }
+
+    /// The disconnect reason and close code when the connection ends within
+    /// `timeout`; `None` if it is still open then (what it read meanwhile is
+    /// kept for later reads).
+    pub(crate) async fn closed_within(&mut self, timeout: Duration) -> Option<Closed> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            match tokio::time::timeout(left, self.ws.next()).await {
+            let code = match tokio::time::timeout(left, self.ws.next()).await {
                 Err(_) => return None,
-                Ok(None | Some(Err(_) | Ok(Message::Close(_)))) => {
-                    let reason = self
-                        .pushes
-                        .iter()
-                        .find(|p| p["push"] == "disconnect")
-                        .map(|p| p["data"]["reason"].as_str().unwrap_or("").to_owned());
-                    return Some(reason);
-                }
+                Ok(None | Some(Err(_))) => None,
+                Ok(Some(Ok(Message::Close(frame)))) => frame.map(|f| u16::from(f.code)),
                 Ok(Some(Ok(Message::Text(t)))) => {
                     let v: Value = serde_json::from_str(t.as_str()).unwrap();
                     if v.get("push").is_some() {
@@ -985,9 +967,14 @@ impl Client {
                     } else {
                         self.replies.push_back(v);
                     }
+                    continue;
                 }
-                Ok(Some(Ok(_))) => {}
-            }
+                Ok(Some(Ok(_))) => continue,
+            };
+            return Some(Closed {
+                reason: self.disconnect_reason(),
+                code,
+            });
         }
     }
 

@@ -255,35 +255,23 @@ async fn a_silent_client_learns_why_it_was_dropped() {
 #[tokio::test(start_paused = true)]
 async fn simultaneous_logins_at_one_instant_leave_exactly_one_session() {
     let server = TestServer::start_duplex().await;
-    for round in 0..100 {
-        let user = format!("twin{round}");
-        let (mut a, mut b) = tokio::join!(server.connect(), server.connect());
-        let tok = server.token(&user);
-        let (ra, rb) = tokio::join!(
-            a.login(APP, &user, &tok, None),
-            b.login(APP, &user, &tok, None)
-        );
-        assert_eq!(
-            (ra["code"].as_u64(), rb["code"].as_u64()),
-            (Some(0), Some(0))
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let (alive_a, alive_b) = tokio::join!(a.alive(), b.alive());
-        assert!(
-            alive_a ^ alive_b,
-            "round {round}: exactly one session survives (a: {alive_a}, b: {alive_b})"
-        );
-    }
+    twin_logins_leave_one_session(&server, 100).await;
 }
 
 // The same over TCP with real time.
 #[tokio::test]
 async fn simultaneous_logins_of_one_user_leave_exactly_one_session() {
     let server = TestServer::start().await;
-    for round in 0..5 {
+    twin_logins_leave_one_session(&server, 5).await;
+}
+
+/// `rounds` times, one user logs in on two connections at once: exactly one
+/// session survives each round.
+async fn twin_logins_leave_one_session(server: &TestServer, rounds: usize) {
+    for round in 0..rounds {
         let user = format!("twin{round}");
         let (mut a, mut b) = tokio::join!(server.connect(), server.connect());
-        let tok = token(&user);
+        let tok = server.token(&user);
         let (ra, rb) = tokio::join!(
             a.login(APP, &user, &tok, None),
             b.login(APP, &user, &tok, None)

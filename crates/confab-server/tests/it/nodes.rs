@@ -600,8 +600,8 @@ async fn simultaneous_logins_on_two_nodes_leave_exactly_one_session() {
         // The loser is told within the bound, whichever it is.
         let bound = Duration::from_secs(1);
         let first = tokio::select! {
-            r = on_a.closed_within(bound) => r.map(|reason| (true, reason)),
-            r = on_b.closed_within(bound) => r.map(|reason| (false, reason)),
+            r = on_a.closed_within(bound) => r.map(|closed| (true, closed.reason)),
+            r = on_b.closed_within(bound) => r.map(|closed| (false, closed.reason)),
         };
         let Some((a_lost, reason)) = first else {
             panic!("round {round}: both sessions still open {bound:?} after the logins");
